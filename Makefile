@@ -1,0 +1,36 @@
+# havic developer commands. `make setup` builds the environment, `make test` runs the suite.
+# VENV can point elsewhere (CI keeps one per requirements hash under ~/.cache/havic).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+STAMP := $(VENV)/.requirements-$(REQ_HASH)
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+
+.PHONY: setup test test-fast clean-venv help
+
+help:
+	@echo "make setup      create $(VENV) from requirements.txt and install havic (editable)"
+	@echo "make test       setup if needed, then run the whole test suite"
+	@echo "make test-fast  run the suite without the slow (full-size / real-media) tests"
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+setup: $(STAMP)
+	@# The editable install points at this checkout; redo it when the venv is shared between clones.
+	@if [ "$$(cd / && $(abspath $(PY)) -c 'import havic, pathlib; print(pathlib.Path(havic.__file__).resolve().parent.parent)' 2>/dev/null)" != "$(CURDIR)" ]; then \
+		$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . ; fi
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+clean-venv:
+	rm -rf $(VENV)
