@@ -1,0 +1,262 @@
+"""Configuration: a typed schema, YAML files that hold differences, and `key=value` overrides.
+
+Merge order: schema defaults < `configs/defaults.yaml` < experiment files < CLI dotlist.
+An unknown or mistyped key is an error that names it. Variant switches left at ``null`` are
+filled from the variant's preset (:data:`VARIANT_SWITCHES`) so that the resolved configuration
+that is saved with every run and checkpoint holds concrete values only.
+
+Experiment files may start with ``include: [other.yaml, ...]`` (paths relative to the file);
+included files are merged first, in order, then the including file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class AudioInputConfig:
+    """The audio input: a log-mel fbank image of ``num_frames`` x ``num_mel_bins``."""
+
+    num_frames: int = 1024
+    num_mel_bins: int = 128
+    patch_size: int = 16
+
+
+@dataclass
+class VideoInputConfig:
+    """The video input: ``num_frames`` RGB frames of ``image_size`` x ``image_size``."""
+
+    num_frames: int = 16
+    image_size: int = 224
+    tubelet_size: int = 2
+    patch_size: int = 16
+
+
+@dataclass
+class ModelConfig:
+    """Sizes and switches of the HAVIC networks (pretrainer and detector).
+
+    Switches set to ``None`` take the value of ``variant`` (see :data:`VARIANT_SWITCHES`).
+    """
+
+    variant: str = "paper"
+    audio: AudioInputConfig = field(default_factory=AudioInputConfig)
+    video: VideoInputConfig = field(default_factory=VideoInputConfig)
+    dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    decoder_dim: int = 384
+    decoder_heads: int = 6
+    fusion_heads: int = 8
+    semantic_heads: int = 12
+    num_segments: int = 8
+    taps: list[int] = field(default_factory=lambda: [3, 6, 9, 12])
+    video_mask_ratio: float = 0.9
+    audio_mask_ratio: float = 0.8125
+    score_hidden: int = 128
+    head_dropout: list[float] = field(default_factory=lambda: [0.1, 0.2])
+    aggregation: str = "attention"
+    aux_heads: bool = True
+    # --- variant switches (None = from the variant preset) ---
+    audio_token_order: Optional[str] = None
+    audio_cls_pos: Optional[bool] = None
+    fusion_double_residual: Optional[bool] = None
+    fusion_self_attention: Optional[bool] = None
+    video_drop_path: Optional[float] = None
+    audio_drop_path: Optional[float] = None
+    teacher_drop_path: Optional[bool] = None
+
+
+@dataclass
+class LossConfig:
+    """Pretraining and fine-tuning loss weights and options."""
+
+    rec_weight: float = 1.0
+    contrastive_weight: float = 0.01
+    cross_weight: float = 1.0
+    temperature: float = 0.07
+    soft_negatives: bool = True
+    temporal_segments: bool = True
+    rec_tokens: Optional[str] = None
+    audio_head_weight: float = 1.0
+    video_head_weight: float = 1.0
+
+
+@dataclass
+class HavicConfig:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+# One place for every difference between the official code and the paper (havic-spec §19).
+VARIANT_SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
+    "official": {
+        "model": {
+            "audio_token_order": "mel",  # audio segments are mel bands (spec §2.4)
+            "audio_cls_pos": False,  # computed then overwritten in the official code
+            "fusion_double_residual": True,  # X + (X + o + MLP) (spec §5)
+            "fusion_self_attention": False,  # computed and discarded officially: not built
+            "video_drop_path": 0.1,  # hard-coded in the official Block3d
+            "audio_drop_path": 0.0,
+            "teacher_drop_path": True,  # target pass runs in train mode (spec §7.3)
+        },
+        "loss": {"rec_tokens": "all"},
+    },
+    "paper": {
+        "model": {
+            "audio_token_order": "time",  # each segment is one 0.4 s time span
+            "audio_cls_pos": True,
+            "fusion_double_residual": False,
+            "fusion_self_attention": True,  # "cross-attention followed by a Transformer block"
+            "video_drop_path": 0.1,
+            "audio_drop_path": 0.0,
+            "teacher_drop_path": False,  # deterministic targets
+        },
+        "loss": {"rec_tokens": "masked"},  # Eq. 1
+    },
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.variant": tuple(VARIANT_SWITCHES),
+    "model.audio_token_order": ("time", "mel"),
+    "model.aggregation": ("attention", "mean"),
+    "loss.rec_tokens": ("masked", "all"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+def resolve_variant(cfg: DictConfig) -> DictConfig:
+    """Fill every ``None`` variant switch from the preset of ``cfg.model.variant``."""
+    variant = cfg.model.variant
+    if variant not in VARIANT_SWITCHES:
+        raise ConfigError(f"model.variant={variant!r}: expected one of {sorted(VARIANT_SWITCHES)}")
+    for section, switches in VARIANT_SWITCHES[variant].items():
+        for key, value in switches.items():
+            if cfg[section][key] is None:
+                cfg[section][key] = value
+    return cfg
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    for dotted, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, dotted)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{dotted}={value!r}: expected one of {list(allowed)}")
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
+    """Load ``path`` and, first, the files it includes (recursively)."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: include cycle through {[str(p) for p in seen]}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    layers: list[DictConfig] = []
+    includes = node.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    for inc in includes:
+        layers += _load_yaml(path.parent / inc, seen + (path,))
+    layers.append(node)
+    return layers
+
+
+def _merge(cfg: DictConfig, layer: DictConfig | ListConfig, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except (ConfigKeyError, ValidationError) as err:
+        key = getattr(err, "full_key", None) or ""
+        raise ConfigError(f"{origin}: invalid key or value {key!r}: {err.msg}") from None
+
+
+def load_config(
+    files: Sequence[str | os.PathLike] = (),
+    overrides: Sequence[str] = (),
+    *,
+    defaults: str | os.PathLike | None = CONFIG_DIR / "defaults.yaml",
+) -> DictConfig:
+    """Build the resolved configuration.
+
+    Args:
+        files: experiment YAML files, merged in order.
+        overrides: ``key=value`` strings (OmegaConf dotlist syntax).
+        defaults: the documented defaults file; ``None`` to use the schema alone.
+
+    Returns:
+        A structured, read-only ``DictConfig`` with every variant switch filled in.
+    """
+    cfg = OmegaConf.structured(HavicConfig)
+    sources: list[tuple[str, DictConfig]] = []
+    if defaults is not None and Path(defaults).is_file():
+        sources += [(str(defaults), layer) for layer in _load_yaml(Path(defaults))]
+    for f in files:
+        sources += [(str(f), layer) for layer in _load_yaml(Path(f))]
+    for origin, layer in sources:
+        cfg = _merge(cfg, layer, origin)
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    for item in overrides:
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    resolve_variant(cfg)
+    _check_choices(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def model_config(cfg: DictConfig | ModelConfig | None = None, **overrides: Any) -> DictConfig:
+    """A resolved model section, e.g. ``model_config(variant="official", dim=64)``.
+
+    Convenience for code and tests that build networks without the full configuration.
+    """
+    base = OmegaConf.structured(HavicConfig)
+    if cfg is not None:
+        base.model = cfg
+    base = _merge(base, OmegaConf.create({"model": overrides}), "model_config")
+    resolve_variant(base)
+    _check_choices(base)
+    return base.model
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(OmegaConf.to_yaml(cfg, resolve=True))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Plain nested dict (for checkpoints and loggers)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def from_container(data: dict[str, Any]) -> DictConfig:
+    """Rebuild a validated config from :func:`to_container` output (e.g. read from a checkpoint)."""
+    cfg = _merge(OmegaConf.structured(HavicConfig), OmegaConf.create(data), "stored config")
+    resolve_variant(cfg)
+    _check_choices(cfg)
+    return cfg
