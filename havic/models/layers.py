@@ -1,0 +1,205 @@
+"""Transformer building blocks shared by encoders, decoders and fusion (havic-spec §1).
+
+All attention goes through :func:`torch.nn.functional.scaled_dot_product_attention`, so the fused
+kernels (flash / memory-efficient) are used on GPUs and the math kernel on CPU.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+QKV_BIAS_MODES = ("qv", "qkv", "none")
+
+
+def _split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """(B, N, C) -> (B, heads, N, C / heads)."""
+    b, n, c = x.shape
+    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """(B, heads, N, d) -> (B, N, heads * d)."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def _check_heads(dim: int, num_heads: int) -> None:
+    if dim % num_heads:
+        raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused ``qkv`` projection.
+
+    Args:
+        dim: token width.
+        num_heads: number of heads (head width = dim / num_heads).
+        qkv_bias: ``"qv"`` learns query and value biases with the key bias fixed at zero
+            (BEiT/MARLIN style, the encoders and decoders), ``"qkv"`` a full learnable bias
+            (timm style, the fusion and semantic blocks), ``"none"`` no bias.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: str = "qv") -> None:
+        super().__init__()
+        if qkv_bias not in QKV_BIAS_MODES:
+            raise ValueError(f"qkv_bias={qkv_bias!r}: expected one of {QKV_BIAS_MODES}")
+        _check_heads(dim, num_heads)
+        self.num_heads = num_heads
+        self.qkv_bias = qkv_bias
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias == "qkv")
+        if qkv_bias == "qv":
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def _qkv_bias(self) -> Tensor | None:
+        if self.qkv_bias == "qv":
+            # A key bias adds the same value to every score of a query row, which the softmax
+            # cancels; it is therefore fixed at zero rather than learnt.
+            return torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        return self.qkv.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, N, C) -> (B, N, C)."""
+        b, n, c = x.shape
+        qkv = F.linear(x, self.qkv.weight, self._qkv_bias())
+        q, k, v = qkv.view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class Mlp(nn.Module):
+    """Linear -> exact GELU -> Linear."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Per-sample stochastic depth: drop the residual branch of whole samples.
+
+    Args:
+        x: (B, ...) residual branch output.
+        rate: probability of dropping a sample's branch.
+        training: apply only when true.
+    """
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = x.new_empty(shape).bernoulli_(keep)
+    return x * mask / keep
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + DP(Attn(LN(x))); x + DP(MLP(LN(x))).
+
+    Args:
+        dim: token width.
+        num_heads: attention heads.
+        mlp_ratio: hidden width of the MLP relative to ``dim``.
+        qkv_bias: see :class:`Attention`.
+        drop_path: stochastic-depth rate of both residual branches.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: str = "qv", drop_path: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
+
+    def forward(self, x: Tensor, stochastic: bool = True) -> Tensor:
+        """x: (B, N, C) -> (B, N, C). ``stochastic=False`` disables drop-path in train mode."""
+        active = self.training and stochastic
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, active)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, active)
+
+
+class HierarchicalCrossAttention(nn.Module):
+    """Decoder cross-attention to one encoder level ("HiA", havic-spec §1.4).
+
+    The encoder feature is projected to the decoder width; queries come from the normalised
+    decoder stream; there is no output projection; the residual is added to the *normalised*
+    query and the sum normalised again. These semantics match the released weights.
+
+    Args:
+        dim: decoder width.
+        encoder_dim: width of the encoder feature it reads.
+        num_heads: attention heads.
+    """
+
+    def __init__(self, dim: int, encoder_dim: int, num_heads: int) -> None:
+        super().__init__()
+        _check_heads(dim, num_heads)
+        self.num_heads = num_heads
+        self.encoder_proj = nn.Linear(encoder_dim, dim)
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_k = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.norm_out = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
+        """x: (B, N, dim) decoder stream; memory: (B, M, encoder_dim) -> (B, N, dim)."""
+        xq = self.norm_q(x)
+        mem = self.norm_k(self.encoder_proj(memory))
+        q, k, v = (_split_heads(t, self.num_heads) for t in (self.q(xq), self.k(mem), self.v(mem)))
+        return self.norm_out(xq + _merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class CrossModalAttention(nn.Module):
+    """One direction of the audio-visual interaction (havic-spec §1.5).
+
+    ``h = X + Wo·Attn(Wq LN(X), Wk LN(Y), Wv Y)``; returns ``h + MLP(LN(h))``. Values are read from
+    the *un-normalised* context, as in the released weights.
+
+    Args:
+        dim: token width of both streams.
+        num_heads: attention heads.
+        mlp_ratio: hidden width of the MLP relative to ``dim``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        _check_heads(dim, num_heads)
+        self.num_heads = num_heads
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_k = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        """x: (B, N, C) query stream; context: (B, M, C) -> (B, N, C)."""
+        q = _split_heads(self.q(self.norm_q(x)), self.num_heads)
+        k = _split_heads(self.k(self.norm_k(context)), self.num_heads)
+        v = _split_heads(self.v(context), self.num_heads)
+        h = x + self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return h + self.mlp(self.norm2(h))
+
+
+def init_weights(module: nn.Module, linear: str = "xavier_uniform") -> None:
+    """Xavier init for every Linear (zero bias) and (1, 0) for every LayerNorm below ``module``."""
+    init = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}[linear]
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            init(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
