@@ -1,0 +1,1 @@
+"""Data loading: decoding, audio features, face crops, datasets."""
