@@ -93,10 +93,59 @@ class LossConfig:
 
 
 @dataclass
+class FaceConfig:
+    """Face detection and cropping (the same settings for training data and inference)."""
+
+    detector: str = "retinaface"
+    weights: Optional[str] = None
+    device: str = "cpu"
+    conf_threshold: float = 0.7
+    margin: float = 1.3
+    square: bool = False
+    max_gap_s: float = 1.0
+    batch_size: int = 16
+
+
+@dataclass
+class AudioFeatureConfig:
+    """Kaldi fbank parameters; mel bins and frame count come from ``model.audio``."""
+
+    sample_rate: int = 16000
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    length_policy: str = "stretch"
+    norm_mean: float = -6.996
+    norm_std: float = 3.1205
+
+
+@dataclass
+class DataConfig:
+    """Clips, cache and loaders."""
+
+    manifest: Optional[str] = None
+    root: Optional[str] = None
+    cache_dir: Optional[str] = None
+    clip_seconds: float = 3.2
+    fps: float = 5.0
+    jpeg_quality: int = 95
+    face: FaceConfig = field(default_factory=FaceConfig)
+    audio: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 4
+    augment: bool = True
+    sampler: str = "four_class"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@dataclass
 class HavicConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 # One place for every difference between the official code and the paper (havic-spec §19).
@@ -132,6 +181,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.audio_token_order": ("time", "mel"),
     "model.aggregation": ("attention", "mean"),
     "loss.rec_tokens": ("masked", "all"),
+    "data.face.detector": ("retinaface", "haar"),
+    "data.audio.length_policy": ("stretch", "pad_crop"),
+    "data.sampler": ("none", "four_class", "binary"),
 }
 
 
@@ -152,10 +204,21 @@ def resolve_variant(cfg: DictConfig) -> DictConfig:
 
 
 def _check_choices(cfg: DictConfig) -> None:
+    """Enumerated values."""
     for dotted, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, dotted)
         if value is not None and value not in allowed:
             raise ConfigError(f"{dotted}={value!r}: expected one of {list(allowed)}")
+
+
+def _check_consistency(cfg: DictConfig) -> None:
+    """Values of different sections that must agree."""
+    frames = cfg.data.clip_seconds * cfg.data.fps
+    if abs(frames - cfg.model.video.num_frames) > 1e-6:
+        raise ConfigError(
+            f"data.clip_seconds * data.fps = {frames:g} frames, but model.video.num_frames = "
+            f"{cfg.model.video.num_frames}; they must agree"
+        )
 
 
 def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
@@ -217,6 +280,7 @@ def load_config(
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
     resolve_variant(cfg)
     _check_choices(cfg)
+    _check_consistency(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -259,4 +323,5 @@ def from_container(data: dict[str, Any]) -> DictConfig:
     cfg = _merge(OmegaConf.structured(HavicConfig), OmegaConf.create(data), "stored config")
     resolve_variant(cfg)
     _check_choices(cfg)
+    _check_consistency(cfg)
     return cfg

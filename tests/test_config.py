@@ -94,3 +94,9 @@ def test_save_and_container_round_trip(tmp_path: Path):
 def test_model_config_helper_resolves_a_variant():
     m = model_config(variant="official", dim=64)
     assert m.dim == 64 and m.audio_token_order == "mel"
+
+
+def test_clip_frames_must_match_the_model():
+    with pytest.raises(ConfigError, match="model.video.num_frames"):
+        load_config(overrides=["data.fps=4"])
+    assert load_config([CONFIG_DIR / "tiny.yaml"]).data.fps == 1.25
