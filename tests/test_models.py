@@ -210,7 +210,7 @@ def test_decoder_sees_only_visible_tokens_of_the_encoder():
     torch.testing.assert_close(gather_tokens(a.video_target, ids.video), gather_tokens(b.video_target, ids.video))
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_forward_under_cpu_autocast(dtype):
     cfg = tiny("paper")
     model = build_model(cfg.model, "pretrain")
