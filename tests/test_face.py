@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
-import struct
 
 import cv2
 import numpy as np
@@ -21,7 +20,6 @@ from havic.data.face import (
     CropResult,
     FaceCropper,
     FaceDetector,
-    HaarDetector,
     RetinaFaceDetector,
     build_detector,
     expand_boxes,

@@ -58,13 +58,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import math
 import os
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -73,6 +71,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from havic.utils.io import atomic_path, atomic_write_csv, atomic_write_json
 
 __all__ = [
     "CACHE_JSON",
@@ -210,38 +210,8 @@ def settings_diff(stored: Mapping[str, Any], expected: Mapping[str, Any]) -> dic
 # ----------------------------------------------------------------------------------------------
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _atomic_write_bytes(path: Path, write) -> Path:
-    """Call ``write(file_object)`` on a temporary file beside `path`, fsync, rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _atomic_write_json(path: Path, obj: Any) -> Path:
-    data = json.dumps(obj, indent=1, sort_keys=True, allow_nan=True).encode("utf-8")
-    return _atomic_write_bytes(path, lambda f: f.write(data))
-
-
-def _atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    data = buf.getvalue().encode("utf-8")
-    return _atomic_write_bytes(path, lambda f: f.write(data))
+    return atomic_write_json(path, obj, allow_nan=True)
 
 
 def _json_default(obj: Any) -> Any:
@@ -390,7 +360,13 @@ def write_video_entry(
     text = json.dumps(full_meta, default=_json_default, sort_keys=True, allow_nan=True)
     members["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     # A file object, not a name: np.savez would append ".npz" to the temporary name.
-    return _atomic_write_bytes(entry_path(root, key), lambda f: np.savez(f, **members))
+    path = entry_path(root, key)
+    with atomic_path(path) as tmp:
+        with open(tmp, "xb") as f:
+            np.savez(f, **members)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
 
 
 def read_entry_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -560,8 +536,8 @@ def build_index(root: str | os.PathLike, manifest_rows: Iterable[Any]) -> IndexS
         else:
             summary.n_pending += 1
     summary.n_clips = len(records)
-    _atomic_write_csv(root / INDEX_CSV, INDEX_COLUMNS, (r.to_csv() for r in records))
-    _atomic_write_csv(root / FAILURES_CSV, FAILURE_COLUMNS, failures)
+    atomic_write_csv(root / INDEX_CSV, INDEX_COLUMNS, (r.to_csv() for r in records))
+    atomic_write_csv(root / FAILURES_CSV, FAILURE_COLUMNS, failures)
     return summary
 
 

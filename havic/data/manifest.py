@@ -33,12 +33,13 @@ import csv
 import hashlib
 import math
 import os
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+
+from havic.utils.io import atomic_write_csv
 __all__ = [
     "COLUMNS",
     "Manifest",
@@ -46,7 +47,6 @@ __all__ = [
     "ManifestRow",
     "Problem",
     "SPLITS",
-    "atomic_write_csv",
     "leave_one_out_folds",
     "read_manifest",
     "split_by_group",
@@ -351,29 +351,6 @@ def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     manifest = Manifest(rows, extra_columns, source=path)
     validate(manifest, root, file=path, lines=lines)
     return manifest
-
-
-def atomic_write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
-    """Writes a CSV under a temporary name in the same folder, then renames it over `path`.
-
-    A reader never sees a half-written file, and an error leaves any previous file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "x") rather than mkstemp: the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_manifest(manifest: Manifest | Sequence[ManifestRow], path: str | os.PathLike) -> Path:

@@ -11,7 +11,6 @@ import heapq
 import logging
 import math
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,6 +20,7 @@ import av
 import numpy as np
 
 from havic.data.errors import MediaError
+from havic.utils.io import atomic_path
 
 __all__ = [
     "DecodeStats",
@@ -517,9 +517,7 @@ def write_video(
         if audio.ndim != 1:
             raise ValueError(f"audio must be mono (S,), got {audio.shape}")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w") as container:
             vs = container.add_stream("libx264", rate=rate)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
@@ -555,8 +553,4 @@ def write_video(
                     aframe.time_base = Fraction(1, sample_rate)
                     container.mux(astream.encode(aframe))
                 container.mux(astream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -8,7 +8,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from havic.data.manifest import Manifest, atomic_write_csv
+from havic.data.manifest import Manifest
+from havic.utils.io import atomic_write_csv
 
 __all__ = ["AdapterResult", "SkippedFile", "VIDEO_EXTENSIONS", "walk_files", "write_skipped"]
 
