@@ -174,6 +174,86 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 
 
+WEIGHTS_FORMAT = "havic-weights-1"  # safetensors metadata "format" of this project's weights files
+CONFIG_KEY = "havic_config"  # where Lightning checkpoints of this project keep the resolved config
+MODEL_KINDS = ("pretrain", "detector")
+_STAGE_KIND = {"pretrain": "pretrain", "finetune": "detector"}
+
+
+@dataclass
+class HavicWeights:
+    """A network's weights with the resolved configuration they belong to.
+
+    Attributes:
+        state_dict: parameter name -> tensor, as ``build_model(config.model, kind)`` expects.
+        config: the validated configuration.
+        kind: "pretrain" or "detector".
+        metadata: the file's other metadata (strings).
+    """
+
+    state_dict: StateDict
+    config: DictConfig
+    kind: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def save_weights(path: str | os.PathLike, state_dict: Mapping[str, Tensor], cfg: DictConfig | Mapping[str, Any],
+                 kind: str, **extra: Any) -> Path:
+    """Write a weights file: safetensors with the format, kind and resolved config (JSON) as metadata."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {MODEL_KINDS}")
+    from havic.config import to_container
+
+    config = dict(cfg) if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig) else to_container(cfg)
+    meta = {"format": WEIGHTS_FORMAT, "kind": kind, "config": json.dumps(config),
+            **{k: str(v) for k, v in extra.items()}}
+    save_safetensors(path, {k: v.clone() for k, v in state_dict.items()}, meta)
+    return Path(path)
+
+
+def read_weights(path: str | os.PathLike) -> HavicWeights:
+    """Read a weights file of this project (:func:`save_weights`) or one of its Lightning checkpoints.
+
+    Raises:
+        CheckpointError: naming the file, when it is neither (e.g. an official HAVIC state dict,
+            which :func:`convert_official_havic` or ``tools/convert_weights.py official`` converts).
+    """
+    from havic.config import ConfigError, from_container
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        meta = read_safetensors_metadata(path)
+        if meta.get("format") != WEIGHTS_FORMAT or "config" not in meta or meta.get("kind") not in MODEL_KINDS:
+            raise CheckpointError(f"{path}: safetensors without havic metadata (format={meta.get('format')!r})")
+        from safetensors.torch import load_file
+
+        sd, container, kind = load_file(str(path)), json.loads(meta.pop("config")), meta.pop("kind")
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any failure means: not a safe tensors-only file
+            raise CheckpointError(f"{path}: not readable with weights_only=True ({type(err).__name__}: {err})") from None
+        if not (isinstance(obj, dict) and CONFIG_KEY in obj and "state_dict" in obj):
+            raise CheckpointError(
+                f"{path}: not a havic checkpoint (no {CONFIG_KEY!r}); official HAVIC state dicts are converted "
+                "with `tools/convert_weights.py official`"
+            )
+        container = obj[CONFIG_KEY]
+        stage = container.get("train", {}).get("stage")
+        if stage not in _STAGE_KIND:
+            raise CheckpointError(f"{path}: stored config has no valid train.stage ({stage!r})")
+        kind = _STAGE_KIND[stage]
+        sd = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+        meta = {"epoch": str(obj.get("epoch", -1)), "global_step": str(obj.get("global_step", -1))}
+    try:
+        cfg = from_container(container)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: stored configuration is invalid: {err}") from None
+    return HavicWeights(sd, cfg, kind, meta)
+
+
 def _matches(key: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 

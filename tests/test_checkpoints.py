@@ -886,3 +886,26 @@ def test_tool_official_conversion(tmp_path, capsys):
     assert got.keys() == ours.keys() and all(torch.equal(got[k], ours[k]) for k in ours)
     assert convert_weights.main([*args[:4], "pretrain", *args[5:]]) == 1  # wrong kind: explained, no output
     assert "use kind='detector'" in capsys.readouterr().err
+
+
+def test_weights_file_round_trip_carries_config_and_kind(tmp_path):
+    cfg = load_config([CONFIG_DIR / "tiny.yaml"], ["model.variant=official"])
+    model = build_model(cfg.model, "detector")
+    path = ck.save_weights(tmp_path / "w.safetensors", model.state_dict(), cfg, "detector", note="x")
+    w = ck.read_weights(path)
+    assert w.kind == "detector" and w.config.model.variant == "official" and w.metadata["note"] == "x"
+    assert w.state_dict.keys() == model.state_dict().keys()
+    assert all(torch.equal(w.state_dict[k], v) for k, v in model.state_dict().items())
+
+
+def test_read_weights_rejects_foreign_files_by_name(tmp_path):
+    plain = tmp_path / "plain.pth"
+    torch.save({"classifier.output_layer.weight": torch.zeros(1, 768)}, plain)
+    with pytest.raises(ck.CheckpointError, match=r"plain\.pth.*convert_weights.py official"):
+        ck.read_weights(plain)
+    bare = tmp_path / "bare.safetensors"
+    ck.save_safetensors(bare, {"a": torch.zeros(1)}, {})
+    with pytest.raises(ck.CheckpointError, match="without havic metadata"):
+        ck.read_weights(bare)
+    with pytest.raises(ck.CheckpointError, match="no such"):
+        ck.read_weights(tmp_path / "missing.safetensors")

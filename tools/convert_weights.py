@@ -20,7 +20,7 @@ import sys
 import torch
 
 from havic import checkpoints as ck
-from havic.config import ConfigError, from_container, load_config, to_container
+from havic.config import ConfigError, from_container, load_config
 from havic.models import build_model
 
 
@@ -30,8 +30,7 @@ def fresh_model(cfg, kind: str) -> torch.nn.Module:
 
 
 def save(path: str, model: torch.nn.Module, cfg, kind: str) -> None:
-    meta = {"format": "havic", "kind": kind, "config": json.dumps(to_container(cfg))}
-    ck.save_safetensors(path, model.state_dict(), meta)
+    ck.save_weights(path, model.state_dict(), cfg, kind)
     print(f"wrote {path} ({kind}, {cfg.model.variant} variant)")
 
 
