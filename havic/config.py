@@ -141,11 +141,70 @@ class DataConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """Lightning ``Trainer`` arguments (same names); ``strategy: auto`` picks DDP for several devices."""
+
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32"
+    deterministic: bool = False
+    gradient_clip_val: float = 1.0
+    max_epochs: int = 200
+    max_steps: int = -1
+    val_check_interval: Any = 1.0
+    check_val_every_n_epoch: int = 1
+    limit_train_batches: Any = 1.0
+    limit_val_batches: Any = 1.0
+    num_sanity_val_steps: int = 2
+    log_every_n_steps: int = 50
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Training runs: stage, optimisation, schedules, initialisation, logging (``tools/train.py``)."""
+
+    stage: str = "pretrain"
+    name: Optional[str] = None
+    run_dir: str = "runs"
+    init_from: Optional[str] = None
+    resume: Optional[str] = None
+    global_batch_size: Optional[int] = None
+    lr: float = 1.5e-4
+    head_lr_scale: float = 10.0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
+    decay_norm_and_bias: bool = True
+    schedule: str = "paper"
+    warmup_epochs: float = 20.0
+    start_lr_div: float = 25.0
+    final_lr_div: float = 1.0e4
+    beta1_min: float = 0.85
+    restart_epochs: int = 10
+    restart_mult: int = 1
+    min_lr: float = 1.0e-9
+    restart_interval: str = "epoch"
+    contrastive_group: str = "per_device"
+    val_mask_seed: int = 0
+    activation_checkpointing: bool = False
+    preview_every_n_steps: int = 1000
+    preview_frames: int = 4
+    wandb: bool = True
+    wandb_project: str = "havic"
+    export: bool = True
+    synthetic_clips: int = 0
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
 class HavicConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 # One place for every difference between the official code and the paper (havic-spec §19).

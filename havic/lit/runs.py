@@ -1,0 +1,350 @@
+"""One training run: folder, data, module, weights, loggers, callbacks, trainer and export.
+
+``tools/train.py`` is ``prepare_run(cfg)``, ``trainer.fit`` and ``finish_run``. A run folder
+``<train.run_dir>/<name>-<timestamp>/`` holds ``config.yaml`` (the resolved configuration),
+``train.log``, ``csv/metrics.csv``, ``wandb/`` (offline unless ``WANDB_MODE`` says otherwise),
+``checkpoints/{last,best}.ckpt``, ``previews/`` and ``export/{best,last}.safetensors``.
+
+Weights files (``train.init_from``, read by :mod:`havic.checkpoints`, never unpickling objects): a
+weights file or Lightning checkpoint of this project (its configuration must agree with the run's
+network structure), or any plain state dict in our parameter names (e.g. a conversion). Loading is
+strict with explicit lists: pretraining must find every pretrainer tensor; fine-tuning must find
+every encoder and fusion tensor, ignores the pretraining-only modules (decoders, translators) and
+leaves the new modules (pools, layer weights, heads) fresh unless the file has them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from torch import Tensor, nn
+
+from havic.checkpoints import (
+    BACKBONE_PREFIXES, DETECTOR_HEAD_PATTERNS, PRETRAIN_PREFIXES, CheckpointError, LoadReport, load_state_dict_file,
+    load_with_report, read_weights, save_weights,
+)
+from havic.config import ConfigError, save_config, to_container
+from havic.lit.base import HavicModule
+from havic.lit.callbacks import BestCheckpoint, ReconstructionPreview
+from havic.lit.finetune import FinetuneModule
+from havic.lit.pretrain import CONTRASTIVE_GROUPS, PretrainModule
+from havic.lit.schedules import RESTART_INTERVALS, SCHEDULES
+from havic.utils.logging import global_rank
+
+__all__ = [
+    "MODULES", "Run", "accumulation", "build_datamodule", "build_module", "build_trainer", "check_compatible",
+    "check_train_config", "export_checkpoint", "finish_run", "init_weights", "make_run_dir", "prepare_run",
+    "read_init_weights", "requested_world_size", "resolve_strategy",
+]
+
+log = logging.getLogger(__name__)
+
+MODULES: dict[str, type[HavicModule]] = {"pretrain": PretrainModule, "finetune": FinetuneModule}
+RUN_DIR_ENV = "HAVIC_RUN_DIR"  # shared with the processes Lightning launches for DDP
+# Model keys that change what a tensor means or how tokens are laid out: they must match the initial weights'.
+STRUCTURAL_KEYS = ("audio", "video", "dim", "depth", "num_heads", "mlp_ratio", "fusion_heads", "num_segments", "taps",
+                   "audio_token_order", "audio_cls_pos", "fusion_double_residual", "fusion_self_attention")
+_CHOICES = {
+    "train.stage": tuple(MODULES),
+    "train.schedule": SCHEDULES,
+    "train.restart_interval": RESTART_INTERVALS,
+    "train.contrastive_group": CONTRASTIVE_GROUPS,
+}
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Choices and required values of the ``train`` section (raises :class:`ConfigError`)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"required value(s) not set: {', '.join(missing)} (give them as key=value)")
+    for dotted, allowed in _CHOICES.items():
+        value = OmegaConf.select(cfg, dotted)
+        if value not in allowed:
+            raise ConfigError(f"{dotted}={value!r}: expected one of {list(allowed)}")
+    tc = cfg.train
+    if tc.synthetic_clips < 0:
+        raise ConfigError(f"train.synthetic_clips={tc.synthetic_clips}: must be >= 0")
+    if tc.synthetic_clips > 0 and cfg.data.cache_dir is not None:
+        raise ConfigError(f"both train.synthetic_clips={tc.synthetic_clips} and data.cache_dir are set; "
+                          "set train.synthetic_clips=0 to train on the cache")
+    if tc.global_batch_size is not None and tc.global_batch_size < 1:
+        raise ConfigError(f"train.global_batch_size={tc.global_batch_size}: must be >= 1 or null")
+    if len(tc.betas) != 2:
+        raise ConfigError(f"train.betas={list(tc.betas)}: expected two values")
+    for key in ("init_from", "resume"):
+        path = tc[key]
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"train.{key}={path!r}: file not found")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+# -- world, batch, strategy ---------------------------------------------------------------------
+
+
+def requested_world_size(cfg: DictConfig) -> int:
+    """Processes the trainer settings ask for: devices per node x nodes ("auto" / -1: all GPUs, else 1)."""
+    devices = _plain(cfg.train.trainer.devices)
+    if isinstance(devices, (list, tuple)):
+        n = len(devices)
+    elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        n = int(devices)
+    elif isinstance(devices, int):
+        n = devices
+    else:
+        n = -1
+    if n == -1:
+        gpu = cfg.train.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        n = torch.cuda.device_count() if gpu else 1
+    return max(n, 1) * int(cfg.train.trainer.num_nodes)
+
+
+def accumulation(global_batch: int | None, per_device: int, world: int) -> int:
+    """Micro-batches per optimizer step so that per_device x world x k = global_batch."""
+    if global_batch is None:
+        return 1
+    per_step = per_device * world
+    if global_batch % per_step:
+        raise ConfigError(
+            f"train.global_batch_size={global_batch} is not a multiple of data.batch_size x devices x nodes = "
+            f"{per_device} x {world} = {per_step}"
+        )
+    return global_batch // per_step
+
+
+def needs_unused_parameter_search(cfg: DictConfig) -> bool:
+    """Whether some parameters get no gradient (a zero loss weight leaves its modules unused)."""
+    if cfg.train.stage == "pretrain":
+        return cfg.loss.rec_weight == 0 or cfg.loss.cross_weight == 0
+    return bool(cfg.model.aux_heads) and (cfg.loss.audio_head_weight == 0 or cfg.loss.video_head_weight == 0)
+
+
+def resolve_strategy(cfg: DictConfig, world: int) -> str:
+    """``auto`` becomes ``ddp`` (with unused-parameter search if needed) for several processes."""
+    strategy = cfg.train.trainer.strategy
+    if strategy != "auto" or world == 1:
+        return strategy
+    return "ddp_find_unused_parameters_true" if needs_unused_parameter_search(cfg) else "ddp"
+
+
+# -- run folder ---------------------------------------------------------------------------------
+
+
+def make_run_dir(cfg: DictConfig, now: datetime | None = None) -> Path:
+    """``<run_dir>/<name>-<YYYYmmdd-HHMMSS>``, the same folder in every process of the job.
+
+    A folder in ``$HAVIC_RUN_DIR`` wins (set by the first process for the processes Lightning
+    launches); under an external launcher the job id (SLURM, torchrun) replaces the timestamp so
+    that all ranks agree.
+    """
+    if os.environ.get(RUN_DIR_ENV):
+        path = Path(os.environ[RUN_DIR_ENV])
+    else:
+        name = cfg.train.name or cfg.train.stage
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S") if job == "none" else f"job{job}"
+        path = Path(cfg.train.run_dir) / f"{name}-{stamp}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- weights ------------------------------------------------------------------------------------
+
+
+def read_init_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], DictConfig | None]:
+    """Tensors of a weights file and, for this project's files, the configuration they were trained with."""
+    try:
+        weights = read_weights(path)
+    except CheckpointError:  # not a havic file: a plain (e.g. converted) state dict
+        return load_state_dict_file(path), None
+    return weights.state_dict, weights.config
+
+
+def check_compatible(source: Any, target: Any) -> None:
+    """Raise if two ``model`` sections differ in a key that changes what the shared tensors mean.
+
+    Strict loading catches shape differences; this catches the rest (e.g. the audio token order,
+    which reorders tokens without changing any shape).
+    """
+    pairs = {k: (_plain(source[k]), _plain(target[k])) for k in STRUCTURAL_KEYS}
+    diff = {k: (a, b) for k, (a, b) in pairs.items() if a != b}
+    if diff:
+        listing = ", ".join(f"model.{k}: weights {a!r}, run {b!r}" for k, (a, b) in diff.items())
+        raise CheckpointError(f"the initial weights were trained with another network structure ({listing})")
+
+
+def init_weights(model: nn.Module, state_dict: dict[str, Tensor], stage: str) -> LoadReport:
+    """Load initial weights strictly into the pretrainer (``stage="pretrain"``) or detector (``"finetune"``).
+
+    Pretraining needs every tensor. Fine-tuning needs every encoder and fusion tensor, ignores the
+    pretraining-only modules and may leave the detector's pools and heads fresh.
+
+    Raises:
+        CheckpointError: listing every missing, unexpected or mis-shaped tensor.
+    """
+    if stage == "pretrain":
+        return load_with_report(model, state_dict)
+    if stage != "finetune":
+        raise ValueError(f"stage {stage!r}: expected one of {list(MODULES)}")
+    pretrain_only = [prefix for prefix in PRETRAIN_PREFIXES if prefix not in BACKBONE_PREFIXES]
+    ignored = {f"{prefix}*": "pretraining-only module" for prefix in pretrain_only}
+    return load_with_report(model, state_dict, expected_missing=DETECTOR_HEAD_PATTERNS, ignored=ignored)
+
+
+def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Export the network weights and configuration of one of this project's Lightning checkpoints."""
+    weights = read_weights(ckpt_path)
+    return save_weights(out_path, weights.state_dict, weights.config, weights.kind, source=Path(ckpt_path).name,
+                        **weights.metadata)
+
+
+# -- building blocks ----------------------------------------------------------------------------
+
+
+def build_module(cfg: DictConfig) -> HavicModule:
+    """The stage's LightningModule, initialised from ``train.init_from`` when set."""
+    module = MODULES[cfg.train.stage](cfg)
+    if cfg.train.stage == "finetune" and not cfg.train.init_from:
+        log.warning("fine-tuning WITHOUT pretrained weights (train.init_from is null): encoders start at random")
+    if cfg.train.init_from:
+        state_dict, source_cfg = read_init_weights(cfg.train.init_from)
+        if source_cfg is not None:
+            check_compatible(source_cfg.model, cfg.model)
+        report = init_weights(module.model, state_dict, cfg.train.stage)
+        log.info("initialised from %s: %s", cfg.train.init_from, report.summary())
+    return module
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """Synthetic clips when ``train.synthetic_clips > 0``, else the clip cache ``data.cache_dir``."""
+    if cfg.train.synthetic_clips > 0:
+        from havic.lit.synthetic import SyntheticDataModule
+
+        log.warning("training on %d SYNTHETIC clips (train.synthetic_clips): a smoke run, not real data",
+                    cfg.train.synthetic_clips)
+        return SyntheticDataModule(cfg, cfg.train.stage, cfg.train.synthetic_clips)
+    if cfg.data.cache_dir is None:
+        raise ConfigError("data.cache_dir is not set (build it with tools/preprocess.py), "
+                          "or set train.synthetic_clips for a smoke run")
+    from havic.data.datamodule import HavicDataModule
+
+    return HavicDataModule(cfg, cfg.train.stage)
+
+
+def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    from pytorch_lightning.loggers import CSVLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="", version="csv")]
+    if cfg.train.wandb:
+        from pytorch_lightning.loggers import WandbLogger
+
+        kwargs: dict[str, Any] = {"project": cfg.train.wandb_project, "name": run_dir.name, "save_dir": str(run_dir)}
+        if "WANDB_MODE" not in os.environ:
+            kwargs["offline"] = True  # never reach for the network unless asked to
+        loggers.insert(0, WandbLogger(**kwargs))
+    return loggers
+
+
+def _callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
+    ckpt_dir = run_dir / "checkpoints"
+    best_keys = [("val/loss", "min")] if cfg.train.stage == "pretrain" else [("val/auc", "max"), ("val/acc", "max")]
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False),
+        BestCheckpoint(ckpt_dir, best_keys),
+        LearningRateMonitor(logging_interval="step", log_momentum=True, log_weight_decay=False),
+    ]
+    if cfg.train.stage == "pretrain" and cfg.train.preview_every_n_steps > 0:
+        callbacks.append(ReconstructionPreview(run_dir / "previews", cfg.train.preview_every_n_steps,
+                                               cfg.train.preview_frames))
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, world: int, accumulate: int) -> pl.Trainer:
+    """The Lightning trainer of ``train.trainer``, with the run's loggers and callbacks."""
+    t = cfg.train.trainer
+    return pl.Trainer(
+        accelerator=t.accelerator, devices=_plain(t.devices), num_nodes=t.num_nodes,
+        strategy=resolve_strategy(cfg, world), precision=_plain(t.precision), deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm="norm", accumulate_grad_batches=accumulate,
+        max_epochs=t.max_epochs, max_steps=t.max_steps, val_check_interval=_plain(t.val_check_interval),
+        check_val_every_n_epoch=t.check_val_every_n_epoch, limit_train_batches=_plain(t.limit_train_batches),
+        limit_val_batches=_plain(t.limit_val_batches), num_sanity_val_steps=t.num_sanity_val_steps,
+        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar,
+        logger=_loggers(cfg, run_dir), callbacks=_callbacks(cfg, run_dir), default_root_dir=str(run_dir),
+    )
+
+
+@dataclass
+class Run:
+    """Everything a training run needs; ``summary`` is what ``tools/train.py`` prints at start."""
+
+    cfg: DictConfig
+    run_dir: Path
+    module: HavicModule
+    datamodule: pl.LightningDataModule
+    trainer: pl.Trainer
+    world: int
+    accumulate: int
+
+    @property
+    def effective_batch(self) -> int:
+        return int(self.cfg.data.batch_size) * self.world * self.accumulate
+
+    def summary(self) -> str:
+        tc = self.cfg.train
+        lrs = f"lr {tc.lr:g}" + (f", new modules {tc.lr * tc.head_lr_scale:g}" if tc.stage == "finetune" else "")
+        source = f"{tc.synthetic_clips} synthetic clips" if tc.synthetic_clips else str(self.cfg.data.cache_dir)
+        return "\n".join([
+            f"stage {tc.stage}, run folder {self.run_dir}",
+            f"data: {source}",
+            f"world size {self.world} ({self.trainer.strategy.__class__.__name__}), precision "
+            f"{tc.trainer.precision}",
+            f"effective batch {self.effective_batch} = {self.cfg.data.batch_size} per device x {self.world} "
+            f"process(es) x {self.accumulate} accumulation step(s)",
+            f"{lrs}, schedule {tc.schedule}, weight decay {tc.weight_decay:g}",
+        ])
+
+
+def prepare_run(cfg: DictConfig) -> Run:
+    """Seed, build module and data, create the run folder (config.yaml) and the trainer for ``cfg``."""
+    check_train_config(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    world = requested_world_size(cfg)
+    accumulate = accumulation(cfg.train.global_batch_size, int(cfg.data.batch_size), world)
+    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
+    run_dir = make_run_dir(cfg)  # only once everything above is known to work
+    if world > 1:
+        os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+    if global_rank() == 0:
+        save_config(cfg, run_dir / "config.yaml")
+    trainer = build_trainer(cfg, run_dir, world, accumulate)
+    if trainer.world_size != world:
+        raise ConfigError(f"the trainer runs {trainer.world_size} process(es), the configuration asks for {world}; "
+                          "set train.trainer.devices / num_nodes to match the launcher")
+    for logger in trainer.loggers:
+        logger.log_hyperparams(to_container(cfg))
+    return Run(cfg, run_dir, module, datamodule, trainer, world, accumulate)
+
+
+def finish_run(run: Run) -> dict[str, Path]:
+    """Export the best and last weights (``train.export``) on global rank zero; returns the files."""
+    if not run.cfg.train.export or not run.trainer.is_global_zero:
+        return {}
+    out = {}
+    for name in ("best", "last"):
+        ckpt = run.run_dir / "checkpoints" / f"{name}.ckpt"
+        if ckpt.is_file():
+            out[name] = export_checkpoint(ckpt, run.run_dir / "export" / f"{name}.safetensors")
+    return out
+
