@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from havic.config import load_config
 from havic.data.audio import FBANK_MEAN, FBANK_STD, fit_length
@@ -283,7 +283,7 @@ def test_finetune_datamodule(cache_dir):
     assert isinstance(train.video_augment, VideoAugment) and isinstance(train.audio_augment, AudioAugment)
     assert val.video_augment is None and val.audio_augment is None
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, WeightedRandomSampler) and len(loader.sampler) == len(train) == 8
+    assert isinstance(loader.sampler, DistributedWeightedSampler) and len(loader.sampler) == len(train) == 8
     batches = list(loader)
     assert len(batches) == 4
     _check_batch(batches[0], 2)

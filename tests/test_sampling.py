@@ -60,7 +60,7 @@ def _class_rates(records, indices, mode):
 def test_four_class_draws_balance_classes():
     records = _records(COUNTS)
     sampler = build_sampler(records, "four_class", num_samples=40_000, seed=0)
-    assert isinstance(sampler, WeightedRandomSampler) and len(sampler) == 40_000
+    assert isinstance(sampler, DistributedWeightedSampler) and len(sampler) == 40_000
     rates = _class_rates(records, sampler, "four_class")
     assert torch.allclose(rates, torch.full((4,), 0.25, dtype=torch.float64), atol=0.015), rates
 
@@ -135,3 +135,15 @@ def test_distributed_sampler_validates_arguments():
         DistributedWeightedSampler(torch.ones(4), num_replicas=2, rank=2)
     with pytest.raises(ValueError, match="non-negative"):
         DistributedWeightedSampler(torch.tensor([1.0, -1.0]), num_replicas=1, rank=0)
+
+
+def test_seeded_single_process_sampler_is_reproducible_per_epoch():
+    records = _records(COUNTS)
+    a, b = (build_sampler(records, "four_class", num_samples=50, seed=3) for _ in range(2))
+    a.set_epoch(1)
+    b.set_epoch(1)
+    assert list(a) == list(b)
+    b.set_epoch(2)
+    assert list(a) != list(b)
+    with_generator = build_sampler(records, "four_class", num_samples=50, generator=torch.Generator().manual_seed(0))
+    assert isinstance(with_generator, WeightedRandomSampler)

@@ -180,8 +180,9 @@ def build_sampler(
         mode: ``four_class``, ``binary`` or ``none``.
         num_samples: draws per epoch (over all ranks); default len(records).
         seed: seeds the draws (ignored when `generator` is given on a single process).
-        generator: generator of a single-process sampler.
-        num_replicas: world size; above 1 gives a :class:`DistributedWeightedSampler`.
+        generator: generator of a single-process sampler (a plain ``WeightedRandomSampler``).
+        num_replicas: world size. Above 1, or with a seed and no generator, the result is a
+            :class:`DistributedWeightedSampler`, seeded per epoch (``set_epoch``).
         rank: this process's rank.
 
     Returns:
@@ -197,7 +198,9 @@ def build_sampler(
         missing = sorted(set(range(4 if mode == "four_class" else 2)) - set(counts))
         # A missing class has no weight to rebalance; the others are still balanced among themselves.
         log.warning("%s sampling: classes %s have no training clips", mode, missing)
-    if num_replicas > 1:
+    if num_replicas > 1 or (seed is not None and generator is None):
+        # Seeded by (seed, epoch): the draw of every epoch is reproducible, so a resumed run sees
+        # exactly the batches an uninterrupted one would have seen.
         return DistributedWeightedSampler(
             weights, num_samples, num_replicas=num_replicas, rank=rank, seed=0 if seed is None else seed
         )
