@@ -119,6 +119,45 @@ class AudioFeatureConfig:
 
 
 @dataclass
+class VideoAugmentConfig:
+    """Fine-tuning video augmentation (havic.data.transforms.VideoAugment); one draw per clip."""
+
+    enabled: bool = True
+    flip_p: float = 0.5
+    crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.33])
+    downup_p: float = 0.3
+    downup_scale: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    jpeg_p: float = 0.3
+    jpeg_quality: list[int] = field(default_factory=lambda: [30, 95])
+    blur_p: float = 0.2
+    blur_kernel: int = 13
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    brightness: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    contrast: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    saturation: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    hue: list[float] = field(default_factory=lambda: [-0.1, 0.1])
+
+
+@dataclass
+class AudioAugmentConfig:
+    """Fine-tuning fbank augmentation (havic.data.transforms.AudioAugment)."""
+
+    enabled: bool = True
+    freq_mask: int = 20
+    time_mask: int = 100
+    noise_p: float = 0.5
+    noise_scale: float = 0.1
+    fill: str = "fixed"
+
+
+@dataclass
+class AugmentationConfig:
+    video: VideoAugmentConfig = field(default_factory=VideoAugmentConfig)
+    audio: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
+
+
+@dataclass
 class DataConfig:
     """Clips, cache and loaders."""
 
@@ -134,6 +173,7 @@ class DataConfig:
     eval_batch_size: int = 64
     num_workers: int = 4
     augment: bool = True
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     sampler: str = "four_class"
     train_split: str = "train"
     val_split: str = "val"
@@ -243,6 +283,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.face.detector": ("retinaface", "haar"),
     "data.audio.length_policy": ("stretch", "pad_crop"),
     "data.sampler": ("none", "four_class", "binary"),
+    "data.augmentation.audio.fill": ("fixed", "official"),
 }
 
 

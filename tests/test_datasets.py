@@ -388,3 +388,13 @@ def test_trainer_runs_on_the_datamodule(cache_dir):
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(probe, datamodule=HavicDataModule(tiny_config(cache_dir), "finetune"))
     assert probe.seen.count("train") == 2 and probe.seen.count("val") == 1
+
+
+def test_augmentation_settings_come_from_the_config():
+    from havic.config import load_config
+
+    cfg = load_config(overrides=["data.augmentation.video.flip_p=0.0", "data.augmentation.audio.fill=official",
+                                 "data.augmentation.video.hue=[-0.2,0.2]"])
+    video, audio = augmentations_from_config(cfg)
+    assert video.flip_p == 0.0 and video.hue == (-0.2, 0.2) and audio.fill == "official"
+    assert audio.norm_mean == cfg.data.audio.norm_mean
