@@ -136,3 +136,14 @@ def test_finetuning_on_the_clip_cache_validates_on_the_val_split(pretrain_run: P
     val = [r for r in _metrics(run) if r.get("val/auc")]
     assert [float(r["val/num_clips"]) for r in val] == [2.0, 2.0]
     assert len(_train_losses(run)) == 8  # 8 weighted draws per epoch / batch 2, two epochs
+
+
+def test_pretraining_on_the_clip_cache_learns(tmp_path: Path):
+    build_tiny_cache = pytest.importorskip("test_datasets").build_tiny_cache
+    cache = build_tiny_cache(tmp_path / "cache")  # 8 training clips with audio, 1 without (excluded)
+    assert main([PRETRAIN, f"train.run_dir={tmp_path / 'runs'}", "train.synthetic_clips=0",
+                 f"data.cache_dir={cache}", "data.batch_size=4", "train.trainer.max_epochs=12",
+                 "train.export=false", "train.wandb=false"]) == 0
+    losses = _train_losses(_run_dir(tmp_path / "runs"))
+    assert len(losses) == 24  # 8 clips / batch 4 (drop_last) x 12 epochs
+    assert _decreases(losses)
