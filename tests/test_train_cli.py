@@ -147,3 +147,10 @@ def test_pretraining_on_the_clip_cache_learns(tmp_path: Path):
     losses = _train_losses(_run_dir(tmp_path / "runs"))
     assert len(losses) == 24  # 8 clips / batch 4 (drop_last) x 12 epochs
     assert _decreases(losses)
+
+
+def test_bf16_mixed_precision_run(tmp_path: Path):
+    assert main([PRETRAIN, f"train.run_dir={tmp_path}", "train.synthetic_clips=8", "train.trainer.max_epochs=2",
+                 "train.trainer.precision=bf16-mixed", "train.export=false", "train.wandb=false"]) == 0
+    losses = _train_losses(_run_dir(tmp_path))
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
