@@ -1,0 +1,464 @@
+"""Sliding-window inference: window planning, streaming face track, scorer, detector loading, CLI, report.
+
+A tiny detector is trained in the session (tests/tiny_detector.py); videos are synthetic talking faces
+(the astronaut, Haar-detectable) plus megamind.avi from the shared assets.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from havic import inference as inf
+from havic.checkpoints import CheckpointError, save_weights
+from havic.data.audio import window_fbanks
+from havic.data.face import FaceCropper, HaarDetector
+from havic.data.manifest import ManifestRow, write_manifest
+from havic.data.video import read_frames, write_video
+from havic.models import build_model
+from havic.report import picture_name, write_index, write_video_report
+from tools import infer as infer_cli
+
+import tiny_detector as td
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    path, _ = td.tiny_checkpoint(str(tmp_path_factory.getbasetemp()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_weights):
+    return inf.load_detector(tiny_weights)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    td.write_talking_video(root / "talk10.mp4", 10.0)
+    td.write_talking_video(root / "mute.mp4", 4.0, audio=False)
+    td.write_talking_video(root / "short.mp4", 2.0)
+    td.write_talking_video(root / "leaves.mp4", 7.0, face_until=2.5)
+    td.grey_video(root / "noface.mp4", 4.0)
+    whole = (root / "talk10.mp4").read_bytes()
+    (root / "corrupt.mp4").write_bytes(whole[: len(whole) // 3])
+    (root / "notes.txt").write_text("not a video\n")
+    return root
+
+
+class CountingDetector:
+    """Wraps a detector and counts the frames it sees."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.n_frames, self.n_calls = inner, 0, 0
+
+    def detect(self, frames):
+        self.n_frames += len(frames)
+        self.n_calls += 1
+        return self.inner.detect(frames)
+
+
+def scorer_for(model, cfg, **kwargs) -> tuple[inf.VideoScorer, CountingDetector]:
+    counting = CountingDetector(HaarDetector())
+    cropper = FaceCropper(counting, size=cfg.model.video.image_size, margin=cfg.data.face.margin,
+                          max_gap_s=cfg.data.face.max_gap_s)
+    return inf.VideoScorer(model, cfg, cropper, **kwargs), counting
+
+
+# ---------------------------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize("duration, max_seconds, expected", [
+    (3.2, None, [0.0]),
+    (3.3, None, [0.0, 0.1]),                                   # the tail window ends at the end
+    (10.0, None, [round(0.4 * k, 6) for k in range(18)]),      # (10 - 3.2) / 0.4 + 1 = 18, no tail
+    (10.3, None, [round(0.4 * k, 6) for k in range(18)] + [7.1]),
+    (2.0, None, [0.0]),                                        # shorter than a window: padded
+    (10.0, 5.0, [0.0, 0.4, 0.8, 1.2, 1.6, 1.8]),
+    (10.0, 2.0, [0.0]),
+    (6.4, 100.0, [round(0.4 * k, 6) for k in range(9)]),
+])
+def test_plan_windows_by_hand(duration, max_seconds, expected):
+    starts = inf.plan_windows(duration, 3.2, 0.4, max_seconds)
+    assert starts == pytest.approx(expected, abs=1e-9)
+    end = min(duration, max_seconds or duration)
+    if end >= 3.2:   # covered: first starts at 0, last ends at the end, no gap bigger than the hop
+        assert starts[0] == 0 and starts[-1] + 3.2 == pytest.approx(end)
+        assert np.diff(starts).max(initial=0) <= 0.4 + 1e-9
+
+
+@pytest.mark.parametrize("args, match", [((0.0,), "duration"), ((float("nan"),), "duration"),
+                                         ((5.0, 0.0), "positive"), ((5.0, 3.2, 0.4, 0.0), "max_seconds")])
+def test_plan_windows_rejects(args, match):
+    with pytest.raises(ValueError, match=match):
+        inf.plan_windows(*args)
+
+
+# ---------------------------------------------------------------------------------------------- faces
+
+
+class SquareDetector:
+    """Finds the bright square drawn by `square_frames` (none in dark frames); counts frames seen."""
+
+    def __init__(self) -> None:
+        self.n_frames = 0
+
+    def detect(self, frames):
+        self.n_frames += len(frames)
+        out = []
+        for f in frames:
+            ys, xs = np.nonzero(f[..., 0] > 200)
+            box = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, 1.0]] if ys.size else np.zeros((0, 5))
+            out.append(np.asarray(box, dtype=np.float32).reshape(-1, 5))
+        return out
+
+
+def square_frames(n: int, missing: set[int]) -> np.ndarray:
+    """(n, 64, 80, 3): a square moving right by 2 px per frame; absent in `missing` frames."""
+    frames = np.zeros((n, 64, 80, 3), dtype=np.uint8)
+    frames[..., 1] = (np.arange(80) * 3)[None, None, :]          # texture, so crops differ by position
+    for j in range(n):
+        if j not in missing:
+            frames[j, 20:44, 10 + 2 * j:34 + 2 * j, 0] = 255
+    return frames
+
+
+def run_track(frames, times, cropper, detect_batch, keep=()):
+    track = inf._FaceTrack(cropper, times, "frames", detect_batch, keep=keep)
+    for j, f in enumerate(frames):
+        track.push(j, f)
+    track.finish()
+    return track
+
+
+@pytest.mark.parametrize("detect_batch", [1, 3, 16])
+def test_face_track_equals_face_cropper_and_detects_once(detect_batch):
+    # Frame 4 ties between 3 and 5 (earlier wins); 10 takes 9, 11 takes 12; 0 takes 1.
+    missing = {0, 4, 10, 11}
+    frames, times = square_frames(16, missing), 0.4 * np.arange(16)
+    reference = FaceCropper(SquareDetector(), size=16, margin=1.3, max_gap_s=1.0).crop(frames, times, "frames")
+    det = SquareDetector()
+    track = run_track(frames, times, FaceCropper(det, size=16, margin=1.3, max_gap_s=1.0), detect_batch)
+    assert det.n_frames == 16                                   # every frame detected exactly once
+    assert track.n_filled == reference.n_filled == len(missing)
+    for j in range(16):
+        np.testing.assert_array_equal(track.crops[j], reference.crops[j])
+    assert reference.source_index[4] == 3 and reference.source_index[11] == 12
+
+
+def test_face_track_gap_too_long_gives_no_crop_and_bounded_waiting():
+    missing = set(range(5, 25))                                  # 8 s without a face at 0.4 s spacing
+    frames, times = square_frames(30, missing), 0.4 * np.arange(30)
+    track = inf._FaceTrack(FaceCropper(SquareDetector(), size=16, max_gap_s=1.0), times, "frames", 2)
+    peak_waiting = 0
+    for j, f in enumerate(frames):
+        track.push(j, f)
+        peak_waiting = max(peak_waiting, len(track.waiting))
+    track.finish()
+    none = {j for j, c in track.crops.items() if c is None}
+    assert none == {j for j in missing if min(abs(j - 4), abs(j - 25)) * 0.4 > 1.0 + 1e-9}
+    assert track.n_filled == len(missing) - len(none)
+    # a frame waits at most max_gap_s (2.5 frames here) plus one detection batch
+    assert peak_waiting <= math.ceil(1.0 / 0.4) + 2 + 1
+
+
+def test_face_track_without_any_face_is_no_face():
+    frames = square_frames(5, set(range(5)))
+    track = inf._FaceTrack(FaceCropper(SquareDetector(), size=16), 0.4 * np.arange(5), "v.mp4", 2)
+    for j, f in enumerate(frames):
+        track.push(j, f)
+    with pytest.raises(inf.MediaError) as err:
+        track.finish()
+    assert err.value.reason == "no_face"
+
+
+def test_window_audio_equals_window_fbanks():
+    cfg = td.tiny_config()
+    feats = inf.audio_features(cfg)
+    wave = td.speech_like(6.0, phase=0.3)
+    starts = [0.0, 0.4, 1.2, 2.8, 2.7123]                       # the last is off the 10 ms hop grid
+    ours = inf.WindowAudio(wave, feats, 3.2).inputs(starts)
+    ref = window_fbanks(wave, starts, 3.2, feats, reuse_whole=True)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    per_window = window_fbanks(wave, starts, 3.2, feats)         # the reference's own slices
+    torch.testing.assert_close(ours, per_window, rtol=0, atol=2e-3)
+    with pytest.raises(ValueError, match="needs samples"):
+        inf.WindowAudio(wave, feats, 3.2).inputs([3.0])
+
+
+# ---------------------------------------------------------------------------------------------- scorer
+
+
+def test_tiny_checkpoint_trained(tiny_weights):
+    _, losses = td.tiny_checkpoint(str(tiny_weights.parent))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def test_scorer_detects_each_frame_once_and_equals_model_on_hand_built_windows(tiny, videos):
+    model, cfg = tiny
+    scorer, counting = scorer_for(model, cfg, batch_size=4)
+    path = videos / "talk10.mp4"
+    pred = scorer.score(path)
+    assert pred.error is None and pred.n_windows == 18
+    assert pred.window_starts == pytest.approx([0.4 * k for k in range(18)])
+    # tiny config: 4 frames 0.8 s apart per window, windows every 0.4 s -> the 0.4 s grid 0 .. 9.2
+    assert scorer.stats.n_frames == 24
+    assert counting.n_frames == scorer.stats.n_detected_frames == 24
+
+    # The same windows built by hand: all frames at once, the whole-clip cropper, the reference fbank.
+    times = 0.4 * np.arange(24)
+    frames, _ = read_frames(path, times, size=(td.VIDEO_SIZE, td.VIDEO_SIZE))
+    crops = FaceCropper(HaarDetector(), size=32, margin=cfg.data.face.margin, max_gap_s=1.0).crop(
+        frames, times, str(path)).crops
+    from havic.data.video import read_audio
+
+    wave = read_audio(path)
+    for w in (0, 7, 17):
+        ids = [w + 2 * k for k in range(4)]                      # window w: frames at 0.4 w + 0.8 k
+        video = torch.from_numpy(crops[ids]).permute(3, 0, 1, 2)[None].float() / 255
+        audio = window_fbanks(wave, [0.4 * w], 3.2, inf.audio_features(cfg), reuse_whole=True)
+        with torch.inference_mode():
+            logit = model(video, audio).logit.item()
+        assert pred.window_logits[w] == pytest.approx(logit, abs=1e-5)
+
+
+class WholeFrameDetector:
+    """A 'face' filling the middle of every frame (no detection cost); counts frames seen."""
+
+    def __init__(self) -> None:
+        self.n_frames = 0
+
+    def detect(self, frames):
+        self.n_frames += len(frames)
+        h, w = frames.shape[1:3]
+        return [np.array([[w / 4, h / 4, 3 * w / 4, 3 * h / 4, 1.0]], dtype=np.float32) for _ in frames]
+
+
+def small_video(path: Path, seconds: float) -> Path:
+    """64 x 64 at 5 fps with audio: cheap to write and decode."""
+    n = round(seconds * 5)
+    frames = np.random.default_rng(0).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8)
+    return write_video(path, frames, 5, audio=td.speech_like(seconds))
+
+
+class MeanModel(torch.nn.Module):
+    """Stands in for the detector where only the plumbing matters: logit = mean pixel of the window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.video_head = torch.nn.Identity()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, video, audio):
+        from havic.models import DetectorOutput
+
+        logit = self.scale * video.mean(dim=(1, 2, 3, 4))
+        return DetectorOutput(logit=logit, audio_logit=None, video_logit=logit, has_audio=audio is not None)
+
+
+def whole_frame_scorer(model, cfg, **kwargs):
+    det = WholeFrameDetector()
+    return inf.VideoScorer(model, cfg, FaceCropper(det, size=cfg.model.video.image_size), **kwargs), det
+
+
+def test_scorer_official_grid_at_5_fps(tmp_path):
+    cfg = td.tiny_config("model.video.num_frames=16", "data.fps=5.0")
+    scorer, det = whole_frame_scorer(MeanModel(), cfg, batch_size=9)
+    pred = scorer.score(small_video(tmp_path / "v.mp4", 10.0))
+    # 18 windows of 16 frames at 0.2 s share the 0.2 s grid 0 .. 9.8: 50 distinct frames, not 288
+    assert pred.n_windows == 18 and scorer.stats.n_frames == 50 and det.n_frames == 50
+    assert scorer.stats.n_batches == 2
+
+
+def test_streaming_peak_is_bounded(tmp_path):
+    cfg = td.tiny_config()
+    peaks, frames = {}, {}
+    for seconds in (20.0, 40.0):
+        scorer, _ = whole_frame_scorer(MeanModel(), cfg, batch_size=8)
+        pred = scorer.score(small_video(tmp_path / f"{seconds}.mp4", seconds))
+        assert pred.error is None and pred.n_windows == len(inf.plan_windows(seconds))
+        peaks[seconds], frames[seconds] = scorer.stats.peak_frames_held, scorer.stats.n_frames
+    assert frames[40.0] == 99                                    # the 0.4 s grid 0 .. 39.2
+    # independent of the length: the crops of the windows in flight plus one detection batch
+    assert peaks[40.0] == peaks[20.0] < frames[40.0] / 4
+    assert peaks[40.0] <= cfg.data.face.batch_size + math.ceil((3.2 + 9 * 0.4) / 0.4) + 1
+
+
+def test_batching_and_aggregation(tiny, videos):
+    model, cfg = tiny
+    preds = {}
+    for batch, how in ((1, "mean"), (5, "max"), (8, "lse")):
+        scorer, _ = scorer_for(model, cfg, batch_size=batch, aggregate=how)
+        preds[how] = scorer.score(videos / "mute.mp4")
+    logits = np.array(preds["mean"].window_logits)
+    for how, p in preds.items():
+        np.testing.assert_allclose(p.window_logits, logits, atol=1e-5)
+        assert p.flags == ["no_audio"] and p.n_windows == 3
+    assert preds["mean"].logit == pytest.approx(logits.mean(), abs=1e-6)
+    assert preds["max"].logit == pytest.approx(logits.max(), abs=1e-6)
+    lse = math.log(np.exp(logits).sum()) - math.log(3)
+    assert preds["lse"].logit == pytest.approx(lse, abs=1e-6)
+    assert preds["lse"].score == pytest.approx(1 / (1 + math.exp(-lse)))
+
+
+def test_max_seconds_truncates_and_says_so(tiny, videos):
+    model, cfg = tiny
+    scorer, counting = scorer_for(model, cfg, max_seconds=5.0)
+    pred = scorer.score(videos / "talk10.mp4")
+    assert "truncated" in pred.flags and pred.duration_s == pytest.approx(10.0, abs=0.05)
+    assert pred.window_starts == pytest.approx([0.0, 0.4, 0.8, 1.2, 1.6, 1.8])
+    assert counting.n_frames == scorer.stats.n_frames == 11 + 4   # grid 0 .. 4.0, and 1.8 + 0.8 k
+
+
+def test_faceless_windows_are_skipped_not_the_video(tiny, videos):
+    model, cfg = tiny
+    scorer, _ = scorer_for(model, cfg)
+    pred = scorer.score(videos / "leaves.mp4")                   # face for 2.5 s of 7 s, max_gap_s 1.0
+    assert pred.error is None and "skipped_windows" in pred.flags
+    # frames at 0 .. 2.4 s have a face, 2.8 and 3.2 borrow the one at 2.4; a window ends 2.4 s after its start
+    assert pred.window_starts == pytest.approx([0.0, 0.4, 0.8])
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def test_load_detector_our_weights_and_overrides(tiny, tiny_weights):
+    model, cfg = inf.load_detector(tiny_weights, config_overrides=["data.face.max_gap_s=2.0"])
+    assert cfg.data.face.max_gap_s == 2.0 and cfg.data.face.detector == "haar" and not model.training
+    x, a = torch.rand(2, 3, 4, 32, 32), torch.randn(2, 64, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, a).logit, tiny[0](x, a).logit)
+
+
+def test_load_detector_refuses_pretraining_weights(tmp_path):
+    cfg = td.tiny_config()
+    path = save_weights(tmp_path / "pre.safetensors", build_model(cfg.model, "pretrain").state_dict(), cfg, "pretrain")
+    with pytest.raises(CheckpointError, match=r"pre\.safetensors.*no detection heads"):
+        inf.load_detector(path)
+
+
+def test_load_detector_official_state_dicts(tmp_path):
+    from test_checkpoints import official_state_dict, small_official
+
+    small = small_official()
+    overrides = [td.TINY, "model.depth=12", "model.taps=[3,6,9,12]"]
+    torch.save({"model": official_state_dict(small.model, "detector")}, tmp_path / "ft.pth")
+    model, cfg = inf.load_detector(tmp_path / "ft.pth", config_overrides=overrides)
+    assert cfg.model.variant == "official" and cfg.model.depth == 12
+    with torch.inference_mode():
+        out = model(torch.rand(1, 3, 4, 32, 32), torch.randn(1, 64, 32))
+    assert torch.isfinite(out.logit).all()
+    assert inf.official_kind(official_state_dict(small.model, "detector")) == "detector"
+
+    torch.save(official_state_dict(small.model, "pretrain"), tmp_path / "pt.pth")
+    with pytest.raises(CheckpointError, match=r"pt\.pth.*HAVIC_PT.*no detection heads"):
+        inf.load_detector(tmp_path / "pt.pth", config_overrides=overrides)
+    with pytest.raises(CheckpointError, match="ft.pth.*does not fit"):      # 2 blocks, the file has 12
+        inf.load_detector(tmp_path / "ft.pth", config_overrides=[td.TINY])
+    torch.save({"encoder.weight": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="neither a havic weights file"):
+        inf.load_detector(tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="no such weights file"):
+        inf.load_detector(tmp_path / "missing.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def test_collect_inputs(videos, tmp_path):
+    write_manifest([ManifestRow("talk10.mp4", 0, 0, 0, "a", "real", "test"),
+                    ManifestRow("mute.mp4", 1, 0, 1, "b", "FVRA", "test", {"method": "wl"})],
+                   tmp_path / "m.csv")
+    items = inf.collect_inputs([str(tmp_path / "m.csv"), str(videos), str(tmp_path / "missing.mp4"),
+                                str(videos / "notes.txt")], root=videos)
+    by_path = {it.path: it for it in items}
+    assert by_path["mute.mp4"].label == 1 and by_path["mute.mp4"].category == "FVRA"
+    assert by_path["mute.mp4"].extra["method"] == "wl" and by_path["mute.mp4"].file == videos / "mute.mp4"
+    found = {Path(p).name for p in by_path if p.startswith(str(videos))}
+    assert found == {"talk10.mp4", "mute.mp4", "short.mp4", "leaves.mp4", "noface.mp4", "corrupt.mp4", "notes.txt"}
+    assert str(tmp_path / "missing.mp4") in by_path
+    assert len(items) == len(by_path) == 2 + 6 + 1 + 1
+
+
+def test_predictions_round_trip(tmp_path):
+    preds = [inf.VideoPrediction("a.mp4", 0.75, 1.0986, 1, 2, [0.0, 0.4], [1.0, 1.1972], ["no_audio"],
+                                 duration_s=3.6, category="FVFA", extra={"method": "wl"}),
+             inf.VideoPrediction("b, c.mp4", error="no_face", error_detail='none in "all" frames', seconds=0.5)]
+    for name in ("p.csv", "p.json"):
+        writer = inf.write_predictions_csv if name.endswith("csv") else inf.write_predictions_json
+        writer(preds, tmp_path / name)
+        back = inf.read_predictions(tmp_path / name)
+        for a, b in zip(back, preds):
+            assert a.to_json() == b.to_json()
+
+
+def test_report_files(tmp_path):
+    ok = inf.VideoPrediction("x/<v>.mp4", 0.8, 1.386, 1, 3, [0.0, 0.4, 0.8], [1.0, 2.0, 1.2], ["padded"],
+                             duration_s=4.0, sample_crops=[np.full((32, 32, 3), 90, np.uint8)] * 3,
+                             sample_times=[0.0, 1.6, 3.2])
+    bad = inf.VideoPrediction("y.mp4", error="unreadable", error_detail="moov atom not found")
+    png = write_video_report(ok, tmp_path)
+    assert png == tmp_path / picture_name(ok.path) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert write_video_report(bad, tmp_path) is None
+    page = write_index([ok, bad], tmp_path).read_text()
+    assert "x/&lt;v&gt;.mp4" in page and "unreadable: moov atom not found" in page
+    assert f'src="{png.name}"' in page and "2 videos: 1 scored, 1 failed" in page
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def read_rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as f:
+        return {r["path"]: r for r in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+def test_infer_cli_one_row_per_input(tiny_weights, videos, assets_dir, tmp_path, capsys):
+    megamind = str(assets_dir / "media" / "megamind.avi")
+    inputs = [megamind] + [str(videos / n) for n in ("talk10.mp4", "mute.mp4", "short.mp4", "noface.mp4",
+                                                     "corrupt.mp4", "notes.txt", "missing.mp4")]
+    out, js, rep = tmp_path / "pred.csv", tmp_path / "pred.json", tmp_path / "report"
+    common = ["--weights", str(tiny_weights), "--face-detector", "haar", "--out", str(out), "--no-progress"]
+    assert infer_cli.main(inputs[:-1] + common + ["--json", str(js), "--report-dir", str(rep),
+                                                  "--batch-size", "6", "data.face.batch_size=8"]) == 0
+    rows = read_rows(out)
+    assert list(rows) == inputs[:-1]
+    mm = rows[megamind]
+    assert mm["error"] == "" and 0 <= float(mm["score"]) <= 1 and "corrupt_packets" in mm["flags"].split(";")
+    assert int(mm["n_windows"]) == len(inf.plan_windows(float(mm["duration_s"]))) == 22
+    assert len(mm["window_logits"].split(";")) == 22
+    assert rows[inputs[1]]["flags"] in ("", "filled_frames") and rows[inputs[1]]["n_windows"] == "18"
+    assert rows[inputs[2]]["flags"].split(";")[0] == "no_audio" and rows[inputs[2]]["n_windows"] == "3"
+    assert "padded" in rows[inputs[3]]["flags"] and rows[inputs[3]]["n_windows"] == "1"
+    assert rows[inputs[4]]["error"] == "no_face" and rows[inputs[4]]["score"] == ""
+    assert rows[inputs[5]]["error"] == "unreadable" and rows[inputs[6]]["error"] == "unreadable"
+    data = json.loads(js.read_text())
+    assert [p["path"] for p in data["predictions"]] == inputs[:-1] and data["aggregate"] == "mean"
+    assert data["predictions"][0]["window_logits"] == pytest.approx([float(x) for x in mm["window_logits"].split(";")])
+    pictures = sorted(p.name for p in rep.glob("*.png"))
+    assert pictures == sorted(picture_name(p) for p in inputs[:4])
+    page = (rep / "index.html").read_text()
+    assert all(p in page for p in inputs[:-1]) and "no_face" in page
+    text = capsys.readouterr().out
+    assert "scored 4 of 7 videos, failed 3 (unreadable 2, no_face 1)" in text
+
+    # resume: the old rows are kept as they are, only the new input is processed
+    before = out.read_text()
+    assert infer_cli.main(inputs + common + ["--resume"]) == 0
+    rows2 = read_rows(out)
+    assert list(rows2) == inputs and rows2[inputs[-1]]["error"] == "not_found"
+    assert all(rows2[p] == rows[p] for p in inputs[:-1])
+    assert before.splitlines()[1:] == out.read_text().splitlines()[1:-1]
+
+
+def test_infer_cli_bad_weights(tmp_path, capsys):
+    (tmp_path / "w.pth").write_bytes(b"garbage")
+    assert infer_cli.main([str(tmp_path), "--weights", str(tmp_path / "w.pth"), "--no-progress"]) == 2
+    assert "w.pth" in capsys.readouterr().err
