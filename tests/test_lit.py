@@ -14,7 +14,7 @@ from havic.config import CONFIG_DIR, ConfigError, load_config, to_container
 from havic.data.adapters.fakeavceleb import CROSS_MANIPULATION_HELD_OUT
 from havic.lit.base import CONFIG_KEY, enable_activation_checkpointing
 from havic.lit.callbacks import BestCheckpoint, ReconstructionPreview, render_preview
-from havic.lit.finetune import FinetuneModule, binary_metrics
+from havic.lit.finetune import FinetuneModule, validation_metrics
 from havic.lit.pretrain import PretrainModule
 from havic.checkpoints import CheckpointError, read_weights, save_weights
 from havic.lit.runs import (
@@ -357,10 +357,10 @@ def test_finetune_loss_weights_and_optional_auxiliary_heads():
     assert not out.has_audio  # no audio in the batch: the video head scores it (paper D.2)
 
 
-def test_binary_metrics_hand_computed():
-    m = binary_metrics(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+def test_validation_metrics_hand_computed():
+    m = validation_metrics(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     assert m == pytest.approx({"acc": 0.75, "ap": 0.5 * 1 + 0.5 * 2 / 3, "auc": 0.75})
-    single = binary_metrics(np.array([0.2, 0.9]), np.array([1, 1]))
+    single = validation_metrics(np.array([0.2, 0.9]), np.array([1, 1]))
     assert single["acc"] == 0.5 and math.isnan(single["auc"]) and math.isnan(single["ap"])
 
 

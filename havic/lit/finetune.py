@@ -17,34 +17,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import Tensor
 
 from havic.lit.base import HavicModule
 from havic.losses import detection_bce
+from havic.metrics import binary_metrics
 from havic.models import DetectorOutput
 
-__all__ = ["FinetuneModule", "PRETRAINED_PREFIXES", "binary_metrics"]
+__all__ = ["FinetuneModule", "PRETRAINED_PREFIXES", "validation_metrics"]
 
 PRETRAINED_PREFIXES = ("video_encoder", "audio_encoder", "fusion")
 
 
-def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy at ``threshold``, average precision and ROC AUC (label 1 = fake).
-
-    AP and AUC are NaN when ``labels`` hold a single class (undefined).
-
-    Args:
-        probs: (N,) probabilities of "fake".
-        labels: (N,) labels in {0, 1}.
-    """
-    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).astype(np.int64)
-    if probs.shape != labels.shape or probs.ndim != 1 or probs.size == 0:
-        raise ValueError(f"binary_metrics: need two equal, non-empty (N,) arrays, got {probs.shape} and {labels.shape}")
-    acc = float(((probs >= threshold).astype(np.int64) == labels).mean())
-    if len(np.unique(labels)) < 2:
-        return {"acc": acc, "ap": math.nan, "auc": math.nan}
-    return {"acc": acc, "ap": float(average_precision_score(labels, probs)), "auc": float(roc_auc_score(labels, probs))}
+def validation_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """ACC, AP and AUC of :func:`havic.metrics.binary_metrics` as loggable floats (NaN if undefined)."""
+    m = binary_metrics(labels, probs, threshold)
+    return {k: math.nan if m[k] is None else float(m[k]) for k in ("acc", "ap", "auc")}
 
 
 class FinetuneModule(HavicModule):
@@ -116,7 +104,7 @@ class FinetuneModule(HavicModule):
         _, first = np.unique(index.cpu().numpy(), return_index=True)
         if first.size == 0:
             return
-        metrics = binary_metrics(probs.cpu().numpy()[first], labels.cpu().numpy()[first])
+        metrics = validation_metrics(probs.cpu().numpy()[first], labels.cpu().numpy()[first])
         # Identical on every rank (computed from the gathered scores), so syncing only averages equal values.
         self.log_dict({f"val/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
         self.log("val/num_clips", float(first.size), sync_dist=True)
