@@ -213,6 +213,10 @@ def test_scores_the_manifest_test_split(tiny_weights, tmp_path):
     result = metrics["runs"]["havic"][0]
     assert result["coverage"]["n_scored"] == 2 and result["overall"]["n"] == 2
     assert result["overall"]["auc"] == pytest.approx(float(preds["fake.mp4"].score > preds["real.mp4"].score))
+    # cross-dataset manifests have no splits: --split all scores every row
+    run(["--manifest", manifest, "--weights", tiny_weights, "--root", root, "--out-dir", tmp_path / "all",
+         "--batch-size", "4", "--split", "all"])
+    assert len(read_predictions(tmp_path / "all" / "predictions.csv")) == 4
 
 
 def test_nothing_to_evaluate_is_an_error(tmp_path, capsys):

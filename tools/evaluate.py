@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="detector to score --manifest (video level) and/or --cache (clip level)")
     p.add_argument("--cache", type=Path, help="clip cache for clip-level evaluation")
     p.add_argument("--root", type=Path, help="dataset root of the manifest paths (default: data.root)")
-    p.add_argument("--split", help="split to score (default: data.test_split; clip level: data.val_split)")
+    p.add_argument("--split", help="split to score (default: data.test_split; clip level: data.val_split); "
+                                   "'all' scores every row (cross-dataset manifests without splits)")
     p.add_argument("--by", nargs="+", default=["category"], help="grouping columns")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--out-dir", type=Path, default=Path("evaluation"))
@@ -78,7 +79,7 @@ def _run(p: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
         if manifest is not None:
             split = ns.split or cfg.data.test_split
             items = [it for it in collect_inputs([ns.manifest], ns.root or cfg.data.root)
-                     if it.extra.get("split") == split]
+                     if split == "all" or it.extra.get("split") == split]
             scorer = VideoScorer(model, cfg, build_cropper(cfg), batch_size=ns.batch_size, aggregate=ns.aggregate,
                                  max_seconds=ns.max_seconds, device=ns.device)
             out = ns.out_dir / "predictions.csv"
