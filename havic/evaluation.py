@@ -25,6 +25,7 @@ from torch import nn
 
 from havic.inference import VideoPrediction
 from havic.metrics import binary_metrics, coverage, group_metrics, mean_std, sigmoid
+from havic.precision import autocast, prepare_for_inference
 
 __all__ = [
     "Evaluation",
@@ -222,10 +223,12 @@ def summarize_runs(runs: Mapping[str, Sequence[Evaluation]], by: str = "category
 
 
 def score_clips(model: nn.Module, cfg: DictConfig, cache_dir: str | Path, split: str | None,
-                batch_size: int = 32, device: str | torch.device = "cpu") -> list[VideoPrediction]:
+                batch_size: int = 32, device: str | torch.device = "cpu",
+                precision: str = "fp32") -> list[VideoPrediction]:
     """Clip-level scores: every clip of a cache split through the detector (no augmentation).
 
     Clips without audio go through the auxiliary video head (as in video-level inference).
+    ``precision`` as in :class:`havic.inference.VideoScorer` (bf16/fp16 change ``model`` in place).
 
     Returns:
         One row per clip: ``path`` = ``<video path>#clip<k>``, its label, category and the
@@ -243,12 +246,13 @@ def score_clips(model: nn.Module, cfg: DictConfig, cache_dir: str | Path, split:
                        num_mel_bins=int(cfg.model.audio.num_mel_bins), length_policy=cfg.data.audio.length_policy,
                        norm_mean=float(cfg.data.audio.norm_mean), norm_std=float(cfg.data.audio.norm_std),
                        require_audio=False)
-    model = model.eval().to(device)
+    device = torch.device(device)
+    model = prepare_for_inference(model, precision, device)
     logits = torch.empty(len(data))
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0):
         video, audio, has_audio = batch["video"].to(device), batch["audio"].to(device), batch["has_audio"]
         index = batch["index"]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device.type, precision):
             for mask, with_audio in ((has_audio, True), (~has_audio, False)):
                 if mask.any():
                     out = model(video[mask], audio[mask] if with_audio else None)

@@ -50,6 +50,7 @@ from havic.data.audio import AudioFeatures
 from havic.data.errors import MediaError
 from havic.data.face import FaceCropper, expand_boxes
 from havic.metrics import AGGREGATIONS, aggregate_windows, sigmoid
+from havic.precision import autocast, prepare_for_inference
 from havic.utils.io import atomic_write_csv, atomic_write_json
 
 __all__ = [
@@ -652,6 +653,9 @@ class VideoScorer:
         max_seconds: score only the first seconds of each video (flag ``truncated``); None = all.
         device: where the model runs (default: where its parameters are).
         n_samples: face crops kept per video for reports (0: none).
+        precision: "fp32", or "bf16" / "fp16" (CUDA only): the model runs under autocast with its
+            matmul weights stored in that dtype (:mod:`havic.precision`; changes ``model`` in place).
+            Faces, audio features and the aggregation stay float32.
     """
 
     def __init__(
@@ -666,6 +670,7 @@ class VideoScorer:
         max_seconds: float | None = None,
         device: str | torch.device | None = None,
         n_samples: int = 0,
+        precision: str = "fp32",
     ) -> None:
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate={aggregate!r}: expected one of {AGGREGATIONS}")
@@ -678,7 +683,8 @@ class VideoScorer:
         if self.cropper.size != size:
             raise ValueError(f"the cropper makes {self.cropper.size} px crops, the model takes {size} px")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model = model.eval().to(self.device)
+        self.precision = precision
+        self.model = prepare_for_inference(model, precision, self.device)
         self.cfg = cfg
         self.window_s = float(cfg.data.clip_seconds)
         self.fps = float(cfg.data.fps)
@@ -819,7 +825,7 @@ class VideoScorer:
                 video = torch.from_numpy(np.stack([np.stack([track.crops[j] for j in ids[w]]) for w in usable]))
                 video = video.permute(0, 4, 1, 2, 3).to(self.device, torch.float32).div_(255.0)  # (B, 3, F, S, S)
                 aud = audio.inputs([starts[w] for w in usable]).to(self.device) if audio is not None else None
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast(self.device.type, self.precision):
                     out = self.model(video, aud)
                 self.stats.n_batches += 1
                 logits.extend(out.logit.float().cpu().tolist())
@@ -933,7 +939,8 @@ def run_inference(
         write_predictions_csv(everything, out_csv)
     if json_path is not None:
         write_predictions_json(everything, json_path, aggregate=scorer.aggregate, window_s=scorer.window_s,
-                               hop_s=scorer.hop_s, fps=scorer.fps, max_seconds=scorer.max_seconds)
+                               hop_s=scorer.hop_s, fps=scorer.fps, max_seconds=scorer.max_seconds,
+                               precision=scorer.precision)
     if report_dir is not None:
         write_index(everything, report_dir, threshold=threshold)
     return everything

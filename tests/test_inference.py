@@ -307,6 +307,27 @@ def test_batching_and_aggregation(tiny, videos):
     assert preds["lse"].score == pytest.approx(1 / (1 + math.exp(-lse)))
 
 
+def test_bf16_scoring_is_close_to_fp32_and_leaves_other_models_alone(tiny, videos):
+    import copy
+
+    model, cfg = tiny
+    fp32 = scorer_for(model, cfg, batch_size=4)[0].score(videos / "talk10.mp4")
+    half = copy.deepcopy(model)
+    scorer, _ = scorer_for(half, cfg, batch_size=4, precision="bf16")
+    assert scorer.precision == "bf16"
+    pred = scorer.score(videos / "talk10.mp4")
+    assert pred.error is None and pred.window_starts == fp32.window_starts
+    # bf16 keeps 8 mantissa bits: logits of this tiny model move by a few hundredths at most.
+    np.testing.assert_allclose(pred.window_logits, fp32.window_logits, atol=0.05)
+    assert not np.array_equal(pred.window_logits, fp32.window_logits)    # the bf16 path really ran
+    assert half.video_encoder.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert model.video_encoder.blocks[0].attn.qkv.weight.dtype == torch.float32
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        scorer_for(copy.deepcopy(model), cfg, precision="fp16")
+    with pytest.raises(ValueError, match="precision 'int8'"):
+        scorer_for(copy.deepcopy(model), cfg, precision="int8")
+
+
 def test_max_seconds_truncates_and_says_so(tiny, videos):
     model, cfg = tiny
     scorer, counting = scorer_for(model, cfg, max_seconds=5.0)

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aggregate", default="mean", choices=("mean", "max", "lse"))
     p.add_argument("--max-seconds", type=float)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="model arithmetic: bf16 autocast is about 2x faster on CPUs with AVX512-BF16 and on GPUs; "
+                        "fp16 needs CUDA")
     ns = p.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -81,12 +84,12 @@ def _run(p: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
             items = [it for it in collect_inputs([ns.manifest], ns.root or cfg.data.root)
                      if split == "all" or it.extra.get("split") == split]
             scorer = VideoScorer(model, cfg, build_cropper(cfg), batch_size=ns.batch_size, aggregate=ns.aggregate,
-                                 max_seconds=ns.max_seconds, device=ns.device)
+                                 max_seconds=ns.max_seconds, device=ns.device, precision=ns.precision)
             out = ns.out_dir / "predictions.csv"
             add(ns.name, f"{out} (split {split})", run_inference(scorer, items, out, threshold=ns.threshold))
         if ns.cache:
             split = ns.split or cfg.data.val_split
-            clips = ev.score_clips(model, cfg, ns.cache, split, ns.batch_size, ns.device)
+            clips = ev.score_clips(model, cfg, ns.cache, split, ns.batch_size, ns.device, ns.precision)
             write_predictions_csv(clips, ns.out_dir / "clip_predictions.csv")
             add(f"{ns.name} (clip level)", f"{ns.cache} (split {split})", clips, level="clip")
     if not runs:
