@@ -13,7 +13,7 @@ import torch
 from havic.config import CONFIG_DIR, ConfigError, load_config, to_container
 from havic.data.adapters.fakeavceleb import CROSS_MANIPULATION_HELD_OUT
 from havic.lit.base import CONFIG_KEY, enable_activation_checkpointing
-from havic.lit.callbacks import BestCheckpoint, ReconstructionPreview, render_preview
+from havic.lit.callbacks import BestCheckpoint, ReconstructionPreview, paste_reconstruction, render_preview
 from havic.lit.finetune import FinetuneModule, validation_metrics
 from havic.lit.pretrain import PretrainModule
 from havic.checkpoints import CheckpointError, read_weights, save_weights
@@ -324,6 +324,11 @@ def test_reconstruction_preview_renders_a_png(tmp_path: Path):
     assert hidden_fraction == pytest.approx(1 - 1 / 16)  # tiny grid: 1 of 16 positions kept at 0.9
     path = render_preview(tensors, tmp_path / "p.png", num_frames=2)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    filled = paste_reconstruction(tensors["video_masked"], tensors["video_recon"])
+    hidden = tensors["video_masked"].isnan()
+    assert not filled.isnan().any()
+    assert torch.equal(filled[hidden], tensors["video_recon"][hidden])
+    assert torch.equal(filled[~hidden], tensors["video_masked"][~hidden])
 
 
 def test_preview_callback_writes_once_per_step_and_feeds_image_loggers(tmp_path: Path):

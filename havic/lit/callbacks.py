@@ -11,7 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch import Tensor
 
-__all__ = ["BestCheckpoint", "ReconstructionPreview", "render_preview"]
+__all__ = ["BestCheckpoint", "ReconstructionPreview", "paste_reconstruction", "render_preview"]
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,16 @@ def _frame_ids(num_frames: int, count: int) -> list[int]:
     return sorted({round(i * (num_frames - 1) / max(count - 1, 1)) for i in range(count)})
 
 
+def paste_reconstruction(masked: Tensor, recon: Tensor) -> Tensor:
+    """The visible input where ``masked`` has values, the reconstruction where it is NaN (same shapes)."""
+    return masked.where(~masked.isnan(), recon)
+
+
 def render_preview(tensors: dict[str, Tensor], path: str | Path, num_frames: int = 4, title: str = "") -> Path:
-    """Write a PNG: rows input / masked / reconstruction; video frames, then the spectrogram.
+    """Write a PNG: rows input / masked / reconstruction / visible + reconstruction; video frames, then the spectrogram.
+
+    The last row pastes the reconstruction into the masked-out patches of the input, the usual
+    way to read a masked autoencoder (only masked patches are reconstructed by the paper's loss).
 
     Args:
         tensors: :meth:`havic.lit.pretrain.PretrainModule.reconstruct` output; the first clip is shown.
@@ -35,9 +43,12 @@ def render_preview(tensors: dict[str, Tensor], path: str | Path, num_frames: int
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = (("input", ""), ("masked", "_masked"), ("reconstruction", "_recon"))
+    rows = (("input", ""), ("masked", "_masked"), ("reconstruction", "_recon"), ("visible + rec.", "_filled"))
+    tensors = dict(tensors)
+    for name in ("video", "audio"):
+        tensors[f"{name}_filled"] = paste_reconstruction(tensors[f"{name}_masked"], tensors[f"{name}_recon"])
     frames = _frame_ids(tensors["video"].shape[2], num_frames)
-    fig = Figure(figsize=(1.6 * len(frames) + 3.2, 4.8), dpi=100)
+    fig = Figure(figsize=(1.6 * len(frames) + 3.2, 1.6 * len(rows)), dpi=100)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(len(rows), len(frames) + 2)
     audio_lim = np.nanpercentile(tensors["audio"][0].numpy(), [1, 99])
