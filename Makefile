@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-$(REQ_HASH)
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test test-fast clean-venv help
+.PHONY: setup test test-fast demo clean-venv help
 
 help:
 	@echo "make setup      create $(VENV) from requirements.txt and install havic (editable)"
@@ -31,6 +31,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+demo: setup
+	@dir=runs/demo-$$(date +%Y%m%d-%H%M%S); \
+	$(PY) tools/demo.py --run-dir $$dir $(DEMO_ARGS) && echo "demo run folder: $$dir"
 
 clean-venv:
 	rm -rf $(VENV)
