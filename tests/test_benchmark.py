@@ -182,10 +182,18 @@ def test_targets_use_cpu_seconds_away_from_the_official_thread_count():
     ]
     two = tool.derive([dict(e, metrics=dict(e["metrics"])) for e in entries], full_size=True, threads=2)
     one = tool.derive(entries, full_size=True, threads=1)
-    speed2 = next(t for t in two if t["target"].startswith("pretraining fwd+bwd b2 vs"))
-    speed1 = next(t for t in one if t["target"].startswith("pretraining fwd+bwd b2 vs"))
+    speed2 = next(t for t in two if t["target"].startswith("pretraining fwd+bwd b2 vs official"))
+    speed1 = next(t for t in one if t["target"].startswith("pretraining fwd+bwd b2 vs official"))
     assert speed2["value"] == pytest.approx(15.44 / 10.0) and speed2["met"] is False and "wall" in speed2["target"]
     assert speed1["value"] == pytest.approx(30.3 / 15.15) and speed1["met"] is True and "CPU-s" in speed1["target"]
+    # Against our own fp32 path in the same run (a machine-independent ratio): fp32 alone is 1.0x.
+    same = next(t for t in two if t["target"] == "pretraining fwd+bwd b2 vs our fp32 (same run)")
+    assert same["value"] == pytest.approx(1.0) and same["met"] is False
+    bf16 = entry("pretrain", {"batch": 2, "precision": "bf16", "optimizer": "none"}, 9.0, seconds=4.5,
+                 flop_per_s=160e9, peak_above_import_mib=1000.0)
+    both = tool.derive([dict(e, metrics=dict(e["metrics"])) for e in [*entries, bf16]], full_size=True)
+    same = next(t for t in both if t["target"] == "pretraining fwd+bwd b2 vs our fp32 (same run)")
+    assert same["value"] == pytest.approx(10.0 / 4.5) and same["met"] is True and same["from"] == str(bf16["params"])
     mfu = next(t for t in one if "fp32 model FLOP" in t["target"])
     assert mfu["value"] == pytest.approx(0.8) and mfu["met"] is True
     assert tool.derive(entries, full_size=False) == []

@@ -767,16 +767,26 @@ def targets(entries: list[dict[str, Any]], full_size: bool, threads: int = 2) ->
                 m["peak_above_import_mib"], m["peak_above_import_mib"] <= m["official_peak_above_import_mib"],
                 e["case"])
 
-    speed_and_memory("pretraining fwd+bwd b2", _best(entries, "pretrain", key, batch=2, optimizer="none"),
-                     TARGETS["pretrain_speedup"])
+    def same_run(label: str, e: dict[str, Any] | None, goal: float) -> None:
+        # Our fp32 path does the official arithmetic (the same FLOP count, havic-spec §16), so this
+        # ratio holds on any machine, while the official figures were taken on one machine only.
+        if e is not None and "speedup_vs_fp32" in e["metrics"]:
+            v = e["metrics"]["speedup_vs_fp32"]
+            add(f"{label} vs our fp32 (same run)", f">= {goal}x", v, v >= goal, e["case"])
+
+    pretrain = _best(entries, "pretrain", key, batch=2, optimizer="none")
+    speed_and_memory("pretraining fwd+bwd b2", pretrain, TARGETS["pretrain_speedup"])
+    same_run("pretraining fwd+bwd b2", pretrain, TARGETS["pretrain_speedup"])
     for batch in (1, 4):
         eager = [e for e in entries if e["bench"] == "inference" and not e["skipped"]
                  and e["params"].get("batch") == batch and not e["params"].get("compile")]
-        speed_and_memory(f"detector inference b{batch}", max(eager, key=lambda e: e["metrics"].get(key, 0),
-                                                             default=None), TARGETS["inference_speedup"])
-        speed_and_memory(f"detector inference b{batch}, torch.compile",
-                         _best(entries, "inference", key, batch=batch, compile=True), TARGETS["inference_speedup"],
+        best = max(eager, key=lambda e: e["metrics"].get(key, 0), default=None)
+        speed_and_memory(f"detector inference b{batch}", best, TARGETS["inference_speedup"])
+        same_run(f"detector inference b{batch}", best, TARGETS["inference_speedup"])
+        compiled = _best(entries, "inference", key, batch=batch, compile=True)
+        speed_and_memory(f"detector inference b{batch}, torch.compile", compiled, TARGETS["inference_speedup"],
                          memory=False)
+        same_run(f"detector inference b{batch}, torch.compile", compiled, TARGETS["inference_speedup"])
     e = _best(entries, "video", "speedup_vs_official_pipeline", pipeline="ours")
     if e:
         v = e["metrics"]["speedup_vs_official_pipeline"]
