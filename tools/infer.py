@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="model arithmetic: bf16 autocast is about 2x faster on CPUs with AVX512-BF16 and on GPUs "
-                        "(window logits within ~0.1 of fp32, see README Performance); fp16 needs CUDA")
+                        "(window logits within about 0.01 of fp32, see README Performance); fp16 needs CUDA")
     p.add_argument("--face-detector", choices=("retinaface", "haar"), help="overrides data.face.detector")
     p.add_argument("--face-weights", help="FaceX-Zoo models folder for retinaface (data.face.weights)")
     p.add_argument("--root", type=Path, help="root of relative manifest paths (default: data.root)")
