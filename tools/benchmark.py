@@ -6,7 +6,7 @@ Usage:
     python tools/benchmark.py --render runs/benchmark/benchmark.json --out DIR
 
 Examples:
-    python tools/benchmark.py                                   # full size, about an hour on 2 CPU cores
+    python tools/benchmark.py                                   # full size, about 20 minutes on 2 CPU cores
     python tools/benchmark.py --only inference model.variant=official
     python tools/benchmark.py --quick --out /tmp/bench          # tiny configuration, seconds (CI)
 
