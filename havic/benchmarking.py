@@ -414,35 +414,25 @@ def run_isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return pool.submit(fn, *args, **kwargs).result()
 
 
-def _cpu_model() -> str:
+def _cpuinfo_field(name: str) -> str | None:
+    """The value of the first ``name`` line of /proc/cpuinfo, or None (no such line, or no /proc)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+        return None
+    return None
 
 
 def machine_info() -> dict[str, Any]:
     """Versions, CPU, cores, torch threads, low-precision CPU features and the CUDA device, if any."""
-    flags = _cpu_flags()
+    flags = set((_cpuinfo_field("flags") or "").split())
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": _cpu_model(),
+        "cpu": _cpuinfo_field("model name") or platform.processor() or platform.machine(),
         "cores": _cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
