@@ -194,6 +194,24 @@ def test_clip_level_evaluation(tiny_weights, tmp_path):
     assert "Clip-level metrics" in (tmp_path / "o" / "report.md").read_text()
 
 
+def test_clip_level_evaluation_in_bf16(tiny_weights, tmp_path, capsys):
+    model, cfg = load_detector(tiny_weights)
+    cache = build_cache(tmp_path / "cache", cfg)
+    logits = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        run(["--cache", cache, "--weights", tiny_weights, "--split", "val", "--out-dir", out,
+             "--precision", precision])
+        logits[precision] = [r.logit for r in read_predictions(out / "clip_predictions.csv")]
+    assert len(logits["bf16"]) == 5
+    np.testing.assert_allclose(logits["bf16"], logits["fp32"], atol=0.05)
+    assert logits["bf16"] != logits["fp32"]     # the bf16 path really ran
+    capsys.readouterr()
+    assert evaluate_cli.main(["--cache", str(cache), "--weights", str(tiny_weights), "--split", "val",
+                              "--out-dir", str(tmp_path / "fp16"), "--precision", "fp16"]) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_scores_the_manifest_test_split(tiny_weights, tmp_path):
     root = tmp_path / "data"

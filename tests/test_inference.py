@@ -479,6 +479,26 @@ def test_infer_cli_one_row_per_input(tiny_weights, videos, assets_dir, tmp_path,
     assert before.splitlines()[1:] == out.read_text().splitlines()[1:-1]
 
 
+def test_infer_cli_precision_is_used_and_recorded(tiny_weights, videos, tmp_path, capsys):
+    common = ["--weights", str(tiny_weights), "--face-detector", "haar", "--no-progress"]
+    logits = {}
+    for precision in ("fp32", "bf16"):
+        js = tmp_path / f"{precision}.json"
+        assert infer_cli.main([str(videos / "talk10.mp4"), *common, "--out", str(tmp_path / f"{precision}.csv"),
+                               "--json", str(js), "--precision", precision]) == 0
+        data = json.loads(js.read_text())
+        assert data["precision"] == precision
+        logits[precision] = data["predictions"][0]["window_logits"]
+    np.testing.assert_allclose(logits["bf16"], logits["fp32"], atol=0.05)
+    assert logits["bf16"] != logits["fp32"]
+    # fp16 has no CPU path: a clear error, no output file
+    capsys.readouterr()
+    out = tmp_path / "fp16.csv"
+    assert infer_cli.main([str(videos / "talk10.mp4"), *common, "--out", str(out), "--precision", "fp16",
+                           "--device", "cpu"]) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err and not out.exists()
+
+
 def test_infer_cli_bad_weights(tmp_path, capsys):
     (tmp_path / "w.pth").write_bytes(b"garbage")
     assert infer_cli.main([str(tmp_path), "--weights", str(tmp_path / "w.pth"), "--no-progress"]) == 2
