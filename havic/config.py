@@ -10,6 +10,7 @@ included files are merged first, in order, then the including file.
 """
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -19,7 +20,11 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from havic.data import audio as audio_frontend
+
+# The configuration files ship inside the package (the top-level configs/ of a checkout links here),
+# so an installed wheel reads the same defaults.yaml and experiment files.
+CONFIG_DIR = Path(str(importlib.resources.files("havic") / "configs"))
 
 
 @dataclass
@@ -27,7 +32,7 @@ class AudioInputConfig:
     """The audio input: a log-mel fbank image of ``num_frames`` x ``num_mel_bins``."""
 
     num_frames: int = 1024
-    num_mel_bins: int = 128
+    num_mel_bins: int = audio_frontend.NUM_MEL_BINS
     patch_size: int = 16
 
 
@@ -110,12 +115,12 @@ class FaceConfig:
 class AudioFeatureConfig:
     """Kaldi fbank parameters; mel bins and frame count come from ``model.audio``."""
 
-    sample_rate: int = 16000
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
+    sample_rate: int = audio_frontend.SAMPLE_RATE
+    frame_length_ms: float = audio_frontend.FRAME_LENGTH_MS
+    frame_shift_ms: float = audio_frontend.FRAME_SHIFT_MS
     length_policy: str = "stretch"
-    norm_mean: float = -6.996
-    norm_std: float = 3.1205
+    norm_mean: float = audio_frontend.FBANK_MEAN
+    norm_std: float = audio_frontend.FBANK_STD
 
 
 @dataclass
@@ -239,12 +244,25 @@ class TrainConfig:
 
 
 @dataclass
+class InferConfig:
+    """Whole-video scoring (``havic infer``, ``havic evaluate``, the Python API): defaults live here only."""
+
+    hop_s: float = 0.4
+    aggregate: str = "mean"
+    batch_size: int = 8
+    max_seconds: Optional[float] = None
+    precision: str = "fp32"
+    threshold: float = 0.5
+
+
+@dataclass
 class HavicConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
 
 
 # One place for every difference between the official code and the paper (havic-spec §19).
@@ -284,6 +302,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.audio.length_policy": ("stretch", "pad_crop"),
     "data.sampler": ("none", "four_class", "binary"),
     "data.augmentation.audio.fill": ("fixed", "official"),
+    "train.stage": ("pretrain", "finetune"),
+    "train.schedule": ("paper", "official", "warm_restarts", "constant"),
+    "train.restart_interval": ("epoch", "step"),
+    "train.contrastive_group": ("per_device", "global"),
+    "infer.aggregate": ("mean", "max", "lse"),
+    "infer.precision": ("fp32", "bf16", "fp16"),
 }
 
 
@@ -349,6 +373,42 @@ def _merge(cfg: DictConfig, layer: DictConfig | ListConfig, origin: str) -> Dict
         raise ConfigError(f"{origin}: invalid key or value {key!r}: {err.msg}") from None
 
 
+def _layers(files: Sequence[str | os.PathLike]) -> list[tuple[str, DictConfig]]:
+    """Every YAML layer of `files`, includes first, with the file each came from."""
+    return [(str(f), layer) for f in files for layer in _load_yaml(Path(f))]
+
+
+def _apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    for item in overrides:
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    return cfg
+
+
+def _finish(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Apply ``key=value`` overrides, fill variant switches, validate, make read-only."""
+    cfg = _apply_overrides(cfg, overrides)
+    resolve_variant(cfg)
+    _check_choices(cfg)
+    _check_consistency(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def load_structured(schema: type, files: Sequence[str | os.PathLike] = (), overrides: Sequence[str] = ()) -> DictConfig:
+    """Settings of any dataclass `schema` from YAML files (``include:`` allowed) and ``key=value`` items.
+
+    The same merge as :func:`load_config` for schemas other than :class:`HavicConfig` (e.g. the
+    demo's settings): unknown or mistyped keys are :class:`ConfigError` naming the key and file.
+    """
+    cfg = OmegaConf.structured(schema)
+    for origin, layer in _layers(files):
+        cfg = _merge(cfg, layer, origin)
+    return _apply_overrides(cfg, overrides)
+
+
 def load_config(
     files: Sequence[str | os.PathLike] = (),
     overrides: Sequence[str] = (),
@@ -366,23 +426,36 @@ def load_config(
         A structured, read-only ``DictConfig`` with every variant switch filled in.
     """
     cfg = OmegaConf.structured(HavicConfig)
-    sources: list[tuple[str, DictConfig]] = []
-    if defaults is not None and Path(defaults).is_file():
-        sources += [(str(defaults), layer) for layer in _load_yaml(Path(defaults))]
-    for f in files:
-        sources += [(str(f), layer) for layer in _load_yaml(Path(f))]
-    for origin, layer in sources:
+    sources = _layers([defaults]) if defaults is not None and Path(defaults).is_file() else []
+    for origin, layer in sources + _layers(files):
         cfg = _merge(cfg, layer, origin)
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"overrides must look like key=value, got {bad}")
-    for item in overrides:
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
-    resolve_variant(cfg)
-    _check_choices(cfg)
-    _check_consistency(cfg)
-    OmegaConf.set_readonly(cfg, True)
-    return cfg
+    return _finish(cfg, overrides)
+
+
+def merge_config(
+    cfg: DictConfig | dict[str, Any],
+    files: Sequence[str | os.PathLike] = (),
+    overrides: Sequence[str] = (),
+) -> DictConfig:
+    """A resolved configuration (e.g. one stored with weights) with YAML files and overrides on top.
+
+    Files may ``include:`` others, exactly as in :func:`load_config`; the result is validated the
+    same way. `cfg` itself is not modified.
+
+    >>> base = load_config(overrides=["data.fps=5"])
+    >>> merge_config(base, overrides=["infer.hop_s=0.8"]).infer.hop_s
+    0.8
+    """
+    data = to_container(cfg) if isinstance(cfg, DictConfig) else cfg
+    merged = _merge(OmegaConf.structured(HavicConfig), OmegaConf.create(data), "stored config")
+    for origin, layer in _layers(files):
+        merged = _merge(merged, layer, origin)
+    return _finish(merged, overrides)
+
+
+def split_items(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Command-line items as (YAML files, ``key=value`` overrides)."""
+    return [i for i in items if "=" not in i], [i for i in items if "=" in i]
 
 
 def model_config(cfg: DictConfig | ModelConfig | None = None, **overrides: Any) -> DictConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,12 @@ __all__ = [
 
 LengthPolicy = Literal["stretch", "pad_crop"]
 
+# The audio front end's defaults, in one place: the configuration schema (havic.config), the
+# preprocessing settings and the transforms below all take them from here.
+SAMPLE_RATE = 16000
+NUM_MEL_BINS = 128
+FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
 # Normalisation constants of the reference training and inference scripts (spec §11.3 step 5).
 FBANK_MEAN = -6.996
 FBANK_STD = 3.1205
@@ -43,10 +49,10 @@ def _as_waveform(waveform: Tensor | np.ndarray) -> Tensor:
 
 def log_mel_fbank(
     waveform: Tensor | np.ndarray,
-    sample_rate: int = 16000,
-    num_mel_bins: int = 128,
-    frame_length_ms: float = 25.0,
-    frame_shift_ms: float = 10.0,
+    sample_rate: int = SAMPLE_RATE,
+    num_mel_bins: int = NUM_MEL_BINS,
+    frame_length_ms: float = FRAME_LENGTH_MS,
+    frame_shift_ms: float = FRAME_SHIFT_MS,
 ) -> Tensor:
     """Kaldi-compatible log-mel filterbank of a mono waveform after removing its mean.
 
@@ -133,14 +139,25 @@ class AudioFeatures:
         norm_std: normalisation standard deviation.
     """
 
-    sample_rate: int = 16000
-    num_mel_bins: int = 128
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
+    sample_rate: int = SAMPLE_RATE
+    num_mel_bins: int = NUM_MEL_BINS
+    frame_length_ms: float = FRAME_LENGTH_MS
+    frame_shift_ms: float = FRAME_SHIFT_MS
     n_frames: int = 1024
     length_policy: LengthPolicy = "stretch"
     norm_mean: float = FBANK_MEAN
     norm_std: float = FBANK_STD
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "AudioFeatures":
+        """The audio input transform of a full configuration (``data.audio`` and ``model.audio``)."""
+        a = cfg.data.audio
+        return cls(
+            sample_rate=int(a.sample_rate), num_mel_bins=int(cfg.model.audio.num_mel_bins),
+            frame_length_ms=float(a.frame_length_ms), frame_shift_ms=float(a.frame_shift_ms),
+            n_frames=int(cfg.model.audio.num_frames), length_policy=a.length_policy,
+            norm_mean=float(a.norm_mean), norm_std=float(a.norm_std),
+        )
 
     @property
     def window_samples(self) -> int:

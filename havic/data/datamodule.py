@@ -109,20 +109,9 @@ class HavicDataModule(pl.LightningDataModule):
             video_augment, audio_augment = augmentations_from_config(cfg)
             video_augment = video_augment if video_augment.enabled else None
             audio_augment = audio_augment if audio_augment.enabled else None
-        dataset = ClipDataset(
-            self._open_cache(),
-            self._split_records(role),
-            num_frames=cfg.model.video.num_frames,
-            image_size=cfg.model.video.image_size,
-            audio_frames=cfg.model.audio.num_frames,
-            num_mel_bins=cfg.model.audio.num_mel_bins,
-            length_policy=cfg.data.audio.length_policy,
-            norm_mean=cfg.data.audio.norm_mean,
-            norm_std=cfg.data.audio.norm_std,
-            video_augment=video_augment,
-            audio_augment=audio_augment,
-            require_audio=self.require_audio,
-        )
+        dataset = ClipDataset.from_config(cfg, self._open_cache(), self._split_records(role),
+                                          video_augment=video_augment, audio_augment=audio_augment,
+                                          require_audio=self.require_audio)
         if len(dataset) == 0:
             raise ValueError(
                 f"{dataset.cache.root}: the {role} split {cfg.data[f'{role}_split']!r} has no usable clips "

@@ -118,6 +118,27 @@ class ClipDataset(Dataset):
         self._generator: torch.Generator | None = None
         self._generator_pid: int | None = None
 
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Any,
+        cache: ClipCache,
+        records: Sequence[ClipRecord],
+        *,
+        video_augment: VideoAugment | None = None,
+        audio_augment: AudioAugment | None = None,
+        require_audio: bool = True,
+    ) -> "ClipDataset":
+        """The clips of `records` with the sizes and audio front end of a full configuration."""
+        return cls(
+            cache, records,
+            num_frames=int(cfg.model.video.num_frames), image_size=int(cfg.model.video.image_size),
+            audio_frames=int(cfg.model.audio.num_frames), num_mel_bins=int(cfg.model.audio.num_mel_bins),
+            length_policy=cfg.data.audio.length_policy, norm_mean=float(cfg.data.audio.norm_mean),
+            norm_std=float(cfg.data.audio.norm_std), video_augment=video_augment, audio_augment=audio_augment,
+            require_audio=require_audio,
+        )
+
     def __len__(self) -> int:
         return len(self.records)
 
