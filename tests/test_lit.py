@@ -10,21 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from havic.config import CONFIG_DIR, ConfigError, load_config, to_container
+from havic.config import CHOICES, CONFIG_DIR, ConfigError, load_config, to_container
 from havic.data.adapters.fakeavceleb import CROSS_MANIPULATION_HELD_OUT
 from havic.lit.base import CONFIG_KEY, enable_activation_checkpointing
 from havic.lit.callbacks import BestCheckpoint, ReconstructionPreview, paste_reconstruction, render_preview
 from havic.lit.finetune import FinetuneModule, validation_metrics
-from havic.lit.pretrain import PretrainModule
-from havic.checkpoints import CheckpointError, read_weights, save_weights
-from havic.lit.runs import (
-    accumulation, build_module, export_checkpoint, init_weights, make_run_dir, requested_world_size, resolve_strategy,
-)
+from havic.lit.pretrain import CONTRASTIVE_GROUPS, PretrainModule
+from havic.checkpoints import CheckpointError, export_checkpoint, init_weights, read_weights, save_weights
+from havic.lit.runs import MODULES, accumulation, build_module, make_run_dir, requested_world_size, resolve_strategy
 from havic.lit.schedules import (
-    Schedule, StepScheduler, build_optimizer, onecycle_beta1, onecycle_lr, param_groups, schedule_from_config,
-    split_parameters, steps_per_epoch, warm_restarts_lr,
+    RESTART_INTERVALS, SCHEDULES, Schedule, StepScheduler, build_optimizer, onecycle_beta1, onecycle_lr, param_groups,
+    schedule_from_config, split_parameters, steps_per_epoch, warm_restarts_lr,
 )
-from havic.lit.synthetic import EpochShuffleSampler, SyntheticClips, batch_of
+from havic.data.synthetic_clips import EpochShuffleSampler, SyntheticClips, batch_of
 from havic.losses import loss_options, pretraining_losses
 from havic.models import build_model
 
@@ -412,6 +410,15 @@ def test_run_dir_name_and_shared_folder(tmp_path: Path, monkeypatch):
     assert make_run_dir(cfg).name == "tiny-pretrain-job77"
     monkeypatch.setenv("HAVIC_RUN_DIR", str(tmp_path / "shared"))
     assert make_run_dir(cfg) == tmp_path / "shared"
+
+
+def test_training_choices_come_from_the_config_and_are_checked_when_it_loads():
+    assert tuple(MODULES) == CHOICES["train.stage"]  # one module per stage
+    assert (SCHEDULES, RESTART_INTERVALS, CONTRASTIVE_GROUPS) == (
+        CHOICES["train.schedule"], CHOICES["train.restart_interval"], CHOICES["train.contrastive_group"])
+    for key in ("train.stage", "train.schedule", "train.restart_interval", "train.contrastive_group"):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "='bogus'"):
+            _cfg(PRETRAIN_TINY, f"{key}=bogus")
 
 
 def test_all_training_configs_load_and_cross_manip_folds_match_the_manifest_tool():

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from havic.config import CHOICES
 from havic.lit.base import HavicModule, mixed_seed
 from havic.losses import loss_options, pretraining_losses
 from havic.models import PretrainOutput
@@ -30,7 +31,7 @@ from havic.models.masking import MaskIds
 
 __all__ = ["CONTRASTIVE_GROUPS", "PretrainModule", "gather_segments", "pretraining_terms"]
 
-CONTRASTIVE_GROUPS = ("per_device", "global")
+CONTRASTIVE_GROUPS = CHOICES["train.contrastive_group"]  # validated when the configuration loads
 
 Gather = Callable[[Tensor], Tensor]  # (B, ...) -> (world, B, ...), the same on every rank
 

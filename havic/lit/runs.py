@@ -5,12 +5,12 @@
 ``train.log``, ``csv/metrics.csv``, ``wandb/`` (offline unless ``WANDB_MODE`` says otherwise),
 ``checkpoints/{last,best}.ckpt``, ``previews/`` and ``export/{best,last}.safetensors``.
 
-Weights files (``train.init_from``, read by :mod:`havic.checkpoints`, never unpickling objects): a
-weights file or Lightning checkpoint of this project (its configuration must agree with the run's
-network structure), or any plain state dict in our parameter names (e.g. a conversion). Loading is
-strict with explicit lists: pretraining must find every pretrainer tensor; fine-tuning must find
-every encoder and fusion tensor, ignores the pretraining-only modules (decoders, translators) and
-leaves the new modules (pools, layer weights, heads) fresh unless the file has them.
+Weights files (``train.init_from``, read by :mod:`havic.checkpoints.transfer`, never unpickling
+objects): a weights file or Lightning checkpoint of this project (its configuration must agree with
+the run's network structure), or any plain state dict in our parameter names (e.g. a conversion).
+Loading is strict with explicit lists: pretraining must find every pretrainer tensor; fine-tuning
+must find every encoder and fusion tensor, ignores the pretraining-only modules (decoders,
+translators) and leaves the new modules (pools, layer weights, heads) fresh unless the file has them.
 """
 from __future__ import annotations
 
@@ -25,50 +25,35 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from torch import Tensor, nn
 
-from havic.checkpoints import (
-    BACKBONE_PREFIXES, DETECTOR_HEAD_PATTERNS, PRETRAIN_PREFIXES, CheckpointError, LoadReport, load_state_dict_file,
-    load_with_report, read_weights, save_weights,
-)
+from havic.checkpoints import check_compatible, export_checkpoint, init_weights, read_init_weights
 from havic.config import ConfigError, save_config, to_container
 from havic.lit.base import HavicModule
 from havic.lit.callbacks import BestCheckpoint, ReconstructionPreview
 from havic.lit.finetune import FinetuneModule
-from havic.lit.pretrain import CONTRASTIVE_GROUPS, PretrainModule
-from havic.lit.schedules import RESTART_INTERVALS, SCHEDULES
+from havic.lit.pretrain import PretrainModule
 from havic.utils.logging import global_rank
 
 __all__ = [
-    "MODULES", "Run", "accumulation", "build_datamodule", "build_module", "build_trainer", "check_compatible",
-    "check_train_config", "export_checkpoint", "finish_run", "init_weights", "make_run_dir", "prepare_run",
-    "read_init_weights", "requested_world_size", "resolve_strategy",
+    "MODULES", "Run", "accumulation", "build_datamodule", "build_module", "build_trainer", "check_train_config",
+    "finish_run", "make_run_dir", "prepare_run", "requested_world_size", "resolve_strategy",
 ]
 
 log = logging.getLogger(__name__)
 
+# train.stage -> its LightningModule; the stages are havic.config.CHOICES["train.stage"], checked at load.
 MODULES: dict[str, type[HavicModule]] = {"pretrain": PretrainModule, "finetune": FinetuneModule}
 RUN_DIR_ENV = "HAVIC_RUN_DIR"  # shared with the processes Lightning launches for DDP
-# Model keys that change what a tensor means or how tokens are laid out: they must match the initial weights'.
-STRUCTURAL_KEYS = ("audio", "video", "dim", "depth", "num_heads", "mlp_ratio", "fusion_heads", "num_segments", "taps",
-                   "audio_token_order", "audio_cls_pos", "fusion_double_residual", "fusion_self_attention")
-_CHOICES = {
-    "train.stage": tuple(MODULES),
-    "train.schedule": SCHEDULES,
-    "train.restart_interval": RESTART_INTERVALS,
-    "train.contrastive_group": CONTRASTIVE_GROUPS,
-}
 
 
 def check_train_config(cfg: DictConfig) -> None:
-    """Choices and required values of the ``train`` section (raises :class:`ConfigError`)."""
+    """Required values and consistency of the ``train`` section (raises :class:`ConfigError`).
+
+    The choices (``train.stage``, ``train.schedule``, ...) are checked when the configuration loads.
+    """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"required value(s) not set: {', '.join(missing)} (give them as key=value)")
-    for dotted, allowed in _CHOICES.items():
-        value = OmegaConf.select(cfg, dotted)
-        if value not in allowed:
-            raise ConfigError(f"{dotted}={value!r}: expected one of {list(allowed)}")
     tc = cfg.train
     if tc.synthetic_clips < 0:
         raise ConfigError(f"train.synthetic_clips={tc.synthetic_clips}: must be >= 0")
@@ -158,56 +143,6 @@ def make_run_dir(cfg: DictConfig, now: datetime | None = None) -> Path:
     return path
 
 
-# -- weights ------------------------------------------------------------------------------------
-
-
-def read_init_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], DictConfig | None]:
-    """Tensors of a weights file and, for this project's files, the configuration they were trained with."""
-    try:
-        weights = read_weights(path)
-    except CheckpointError:  # not a havic file: a plain (e.g. converted) state dict
-        return load_state_dict_file(path), None
-    return weights.state_dict, weights.config
-
-
-def check_compatible(source: Any, target: Any) -> None:
-    """Raise if two ``model`` sections differ in a key that changes what the shared tensors mean.
-
-    Strict loading catches shape differences; this catches the rest (e.g. the audio token order,
-    which reorders tokens without changing any shape).
-    """
-    pairs = {k: (_plain(source[k]), _plain(target[k])) for k in STRUCTURAL_KEYS}
-    diff = {k: (a, b) for k, (a, b) in pairs.items() if a != b}
-    if diff:
-        listing = ", ".join(f"model.{k}: weights {a!r}, run {b!r}" for k, (a, b) in diff.items())
-        raise CheckpointError(f"the initial weights were trained with another network structure ({listing})")
-
-
-def init_weights(model: nn.Module, state_dict: dict[str, Tensor], stage: str) -> LoadReport:
-    """Load initial weights strictly into the pretrainer (``stage="pretrain"``) or detector (``"finetune"``).
-
-    Pretraining needs every tensor. Fine-tuning needs every encoder and fusion tensor, ignores the
-    pretraining-only modules and may leave the detector's pools and heads fresh.
-
-    Raises:
-        CheckpointError: listing every missing, unexpected or mis-shaped tensor.
-    """
-    if stage == "pretrain":
-        return load_with_report(model, state_dict)
-    if stage != "finetune":
-        raise ValueError(f"stage {stage!r}: expected one of {list(MODULES)}")
-    pretrain_only = [prefix for prefix in PRETRAIN_PREFIXES if prefix not in BACKBONE_PREFIXES]
-    ignored = {f"{prefix}*": "pretraining-only module" for prefix in pretrain_only}
-    return load_with_report(model, state_dict, expected_missing=DETECTOR_HEAD_PATTERNS, ignored=ignored)
-
-
-def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Export the network weights and configuration of one of this project's Lightning checkpoints."""
-    weights = read_weights(ckpt_path)
-    return save_weights(out_path, weights.state_dict, weights.config, weights.kind, source=Path(ckpt_path).name,
-                        **weights.metadata)
-
-
 # -- building blocks ----------------------------------------------------------------------------
 
 
@@ -228,7 +163,7 @@ def build_module(cfg: DictConfig) -> HavicModule:
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """Synthetic clips when ``train.synthetic_clips > 0``, else the clip cache ``data.cache_dir``."""
     if cfg.train.synthetic_clips > 0:
-        from havic.lit.synthetic import SyntheticDataModule
+        from havic.data.synthetic_clips import SyntheticDataModule
 
         log.warning("training on %d SYNTHETIC clips (train.synthetic_clips): a smoke run, not real data",
                     cfg.train.synthetic_clips)

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from havic.config import CHOICES
+
 __all__ = [
     "NO_DECAY_NAMES",
     "SCHEDULES",
@@ -48,8 +50,9 @@ __all__ = [
     "warm_restarts_lr",
 ]
 
-SCHEDULES = ("paper", "official", "warm_restarts", "constant")
-RESTART_INTERVALS = ("epoch", "step")
+# The choices of train.schedule / train.restart_interval, validated when the configuration loads.
+SCHEDULES = CHOICES["train.schedule"]
+RESTART_INTERVALS = CHOICES["train.restart_interval"]
 # Parameter names (last component) that are tokens or position tables, never decayed when
 # ``decay_norm_and_bias`` is false (as MAE/timm exclude them).
 NO_DECAY_NAMES = frozenset({"cls_tokens", "pos_embed", "mask_token", "modality"})
