@@ -23,12 +23,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from havic.inference import VideoPrediction
 from havic.metrics import binary_metrics, coverage, group_metrics, mean_std, sigmoid
 from havic.precision import autocast, prepare_for_inference
+from havic.predictions import VideoPrediction
 
 __all__ = [
     "Evaluation",
+    "RunSet",
     "evaluate",
     "format_evaluation",
     "join_manifest",
@@ -143,6 +144,30 @@ def evaluate(preds: Sequence[VideoPrediction], by: Sequence[str] = ("category",)
                       n_unlabelled=len(scored) - len(labelled), threshold=threshold)
 
 
+@dataclass
+class RunSet:
+    """Evaluations by method, one per run (e.g. seed), sharing groupings, threshold and manifest.
+
+    Attributes:
+        by: grouping columns; threshold: ACC threshold; manifest: rows joined into video-level
+            predictions by path (:func:`join_manifest`), or None.
+        runs: method -> its evaluations, as :func:`summarize_runs` and :func:`write_report` take them.
+    """
+
+    by: Sequence[str]
+    threshold: float
+    manifest: Sequence[Any] | None = None
+    runs: dict[str, list[Evaluation]] = field(default_factory=dict)
+
+    def add(self, method: str, name: str, preds: Sequence[VideoPrediction], level: str = "video") -> Evaluation:
+        """Evaluate `preds` as one run of `method` (see :func:`evaluate`)."""
+        if self.manifest is not None and level == "video":
+            preds, _ = join_manifest(preds, self.manifest)
+        result = evaluate(preds, self.by, self.threshold, name=name, level=level)
+        self.runs.setdefault(method, []).append(result)
+        return result
+
+
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}"
 
@@ -223,12 +248,14 @@ def summarize_runs(runs: Mapping[str, Sequence[Evaluation]], by: str = "category
 
 
 def score_clips(model: nn.Module, cfg: DictConfig, cache_dir: str | Path, split: str | None,
-                batch_size: int = 32, device: str | torch.device = "cpu",
-                precision: str = "fp32") -> list[VideoPrediction]:
+                batch_size: int | None = None, device: str | torch.device = "cpu",
+                precision: str | None = None) -> list[VideoPrediction]:
     """Clip-level scores: every clip of a cache split through the detector (no augmentation).
 
     Clips without audio go through the auxiliary video head (as in video-level inference).
-    ``precision`` as in :class:`havic.inference.VideoScorer` (bf16/fp16 change ``model`` in place).
+    ``batch_size`` (clips per forward pass) and ``precision`` default to ``infer.batch_size`` and
+    ``infer.precision``; precision as in :class:`havic.inference.VideoScorer` (bf16/fp16 change
+    ``model`` in place).
 
     Returns:
         One row per clip: ``path`` = ``<video path>#clip<k>``, its label, category and the
@@ -239,13 +266,10 @@ def score_clips(model: nn.Module, cfg: DictConfig, cache_dir: str | Path, split:
     from havic.data.cache import ClipCache
     from havic.data.datasets import ClipDataset
 
+    batch_size = int(cfg.infer.batch_size if batch_size is None else batch_size)
+    precision = cfg.infer.precision if precision is None else precision
     cache = ClipCache(cache_dir)
-    records = cache.records(split)
-    data = ClipDataset(cache, records, num_frames=int(cfg.model.video.num_frames),
-                       image_size=int(cfg.model.video.image_size), audio_frames=int(cfg.model.audio.num_frames),
-                       num_mel_bins=int(cfg.model.audio.num_mel_bins), length_policy=cfg.data.audio.length_policy,
-                       norm_mean=float(cfg.data.audio.norm_mean), norm_std=float(cfg.data.audio.norm_std),
-                       require_audio=False)
+    data = ClipDataset.from_config(cfg, cache, cache.records(split), require_audio=False)
     device = torch.device(device)
     model = prepare_for_inference(model, precision, device)
     logits = torch.empty(len(data))

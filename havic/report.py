@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from havic.inference import VideoPrediction
+from havic.predictions import VideoPrediction
 from havic.utils.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["picture_name", "write_index", "write_video_report"]

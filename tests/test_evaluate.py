@@ -16,7 +16,7 @@ from havic.data.cache import ClipCache, ClipPayload, build_index, settings_from_
 from havic.data.datasets import ClipDataset
 from havic.data.manifest import ManifestRow, write_manifest
 from havic.inference import VideoPrediction, load_detector, read_predictions
-from tools import evaluate as evaluate_cli
+from havic.cli import evaluate as evaluate_cli
 
 import tiny_detector as td
 

@@ -1,4 +1,4 @@
-"""Face detection (RetinaFace from FaceX-Zoo's weights, Haar) and face cropping, on a real photo.
+"""Face detection (RetinaFace from FaceX-Zoo's weights, Haar), face cropping on a real photo, the streaming track.
 
 Reference numbers (stack.md §3): on `skimage.data.astronaut()` resized to 224 px, RetinaFace finds
 [78, 27, 118, 75] with score 0.993 and Haar [74, 25, 123, 74]; on the photo resized to 720 x 720 and
@@ -7,6 +7,7 @@ pasted in the middle of a grey 1280 x 720 canvas, RetinaFace finds [530, 83, 661
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import pickle
 
@@ -20,6 +21,7 @@ from havic.data.face import (
     CropResult,
     FaceCropper,
     FaceDetector,
+    FaceTrack,
     RetinaFaceDetector,
     build_detector,
     expand_boxes,
@@ -462,3 +464,81 @@ def test_cropper_on_real_photo(facexzoo_detector, astronaut_720p):
     assert res.crops.shape == (1, 224, 224, 3) and res.is_detected.all()
     np.testing.assert_allclose([x2 - x1, y2 - y1], [(661 - 530) * 1.3, (251 - 83) * 1.3], atol=3)
     assert inside(BOX_720P, res.boxes[0])
+
+
+# ---------------------------------------------------------------------------------------------- streaming track
+
+
+class SquareDetector:
+    """Finds the bright square drawn by `square_frames` (none in dark frames); counts frames seen."""
+
+    def __init__(self) -> None:
+        self.n_frames = 0
+
+    def detect(self, frames):
+        self.n_frames += len(frames)
+        out = []
+        for f in frames:
+            ys, xs = np.nonzero(f[..., 0] > 200)
+            box = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, 1.0]] if ys.size else np.zeros((0, 5))
+            out.append(np.asarray(box, dtype=np.float32).reshape(-1, 5))
+        return out
+
+
+def square_frames(n: int, missing: set[int]) -> np.ndarray:
+    """(n, 64, 80, 3): a square moving right by 2 px per frame; absent in `missing` frames."""
+    frames = np.zeros((n, 64, 80, 3), dtype=np.uint8)
+    frames[..., 1] = (np.arange(80) * 3)[None, None, :]          # texture, so crops differ by position
+    for j in range(n):
+        if j not in missing:
+            frames[j, 20:44, 10 + 2 * j:34 + 2 * j, 0] = 255
+    return frames
+
+
+def run_track(frames, times, cropper, detect_batch, keep=()):
+    track = FaceTrack(cropper, times, "frames", detect_batch, keep=keep)
+    for j, f in enumerate(frames):
+        track.push(j, f)
+    track.finish()
+    return track
+
+
+@pytest.mark.parametrize("detect_batch", [1, 3, 16])
+def test_face_track_equals_face_cropper_and_detects_once(detect_batch):
+    # Frame 4 ties between 3 and 5 (earlier wins); 10 takes 9, 11 takes 12; 0 takes 1.
+    missing = {0, 4, 10, 11}
+    frames, times = square_frames(16, missing), 0.4 * np.arange(16)
+    reference = FaceCropper(SquareDetector(), size=16, margin=1.3, max_gap_s=1.0).crop(frames, times, "frames")
+    det = SquareDetector()
+    track = run_track(frames, times, FaceCropper(det, size=16, margin=1.3, max_gap_s=1.0), detect_batch)
+    assert det.n_frames == 16                                   # every frame detected exactly once
+    assert track.n_filled == reference.n_filled == len(missing)
+    for j in range(16):
+        np.testing.assert_array_equal(track.crops[j], reference.crops[j])
+    assert reference.source_index[4] == 3 and reference.source_index[11] == 12
+
+
+def test_face_track_gap_too_long_gives_no_crop_and_bounded_waiting():
+    missing = set(range(5, 25))                                  # 8 s without a face at 0.4 s spacing
+    frames, times = square_frames(30, missing), 0.4 * np.arange(30)
+    track = FaceTrack(FaceCropper(SquareDetector(), size=16, max_gap_s=1.0), times, "frames", 2)
+    peak_waiting = 0
+    for j, f in enumerate(frames):
+        track.push(j, f)
+        peak_waiting = max(peak_waiting, len(track.waiting))
+    track.finish()
+    none = {j for j, c in track.crops.items() if c is None}
+    assert none == {j for j in missing if min(abs(j - 4), abs(j - 25)) * 0.4 > 1.0 + 1e-9}
+    assert track.n_filled == len(missing) - len(none)
+    # a frame waits at most max_gap_s (2.5 frames here) plus one detection batch
+    assert peak_waiting <= math.ceil(1.0 / 0.4) + 2 + 1
+
+
+def test_face_track_without_any_face_is_no_face():
+    frames = square_frames(5, set(range(5)))
+    track = FaceTrack(FaceCropper(SquareDetector(), size=16), 0.4 * np.arange(5), "v.mp4", 2)
+    for j, f in enumerate(frames):
+        track.push(j, f)
+    with pytest.raises(MediaError) as err:
+        track.finish()
+    assert err.value.reason == "no_face"

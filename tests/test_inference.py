@@ -1,4 +1,4 @@
-"""Sliding-window inference: window planning, streaming face track, scorer, detector loading, CLI, report.
+"""Whole-video scoring: the scorer, its configured defaults, detector loading, inputs, the infer CLI.
 
 A tiny detector is trained in the session (tests/tiny_detector.py); videos are synthetic talking faces
 (the astronaut, Haar-detectable) plus megamind.avi from the shared assets.
@@ -16,13 +16,14 @@ import torch
 
 from havic import inference as inf
 from havic.checkpoints import CheckpointError, save_weights
-from havic.data.audio import window_fbanks
+from havic.config import CONFIG_DIR
+from havic.data.audio import AudioFeatures, window_fbanks
 from havic.data.face import FaceCropper, HaarDetector
 from havic.data.manifest import ManifestRow, write_manifest
 from havic.data.video import read_frames, write_video
 from havic.models import build_model
-from havic.report import picture_name, write_index, write_video_report
-from tools import infer as infer_cli
+from havic.report import picture_name
+from havic.cli import infer as infer_cli
 
 import tiny_detector as td
 
@@ -71,127 +72,6 @@ def scorer_for(model, cfg, **kwargs) -> tuple[inf.VideoScorer, CountingDetector]
     return inf.VideoScorer(model, cfg, cropper, **kwargs), counting
 
 
-# ---------------------------------------------------------------------------------------------- windows
-
-
-@pytest.mark.parametrize("duration, max_seconds, expected", [
-    (3.2, None, [0.0]),
-    (3.3, None, [0.0, 0.1]),                                   # the tail window ends at the end
-    (10.0, None, [round(0.4 * k, 6) for k in range(18)]),      # (10 - 3.2) / 0.4 + 1 = 18, no tail
-    (10.3, None, [round(0.4 * k, 6) for k in range(18)] + [7.1]),
-    (2.0, None, [0.0]),                                        # shorter than a window: padded
-    (10.0, 5.0, [0.0, 0.4, 0.8, 1.2, 1.6, 1.8]),
-    (10.0, 2.0, [0.0]),
-    (6.4, 100.0, [round(0.4 * k, 6) for k in range(9)]),
-])
-def test_plan_windows_by_hand(duration, max_seconds, expected):
-    starts = inf.plan_windows(duration, 3.2, 0.4, max_seconds)
-    assert starts == pytest.approx(expected, abs=1e-9)
-    end = min(duration, max_seconds or duration)
-    if end >= 3.2:   # covered: first starts at 0, last ends at the end, no gap bigger than the hop
-        assert starts[0] == 0 and starts[-1] + 3.2 == pytest.approx(end)
-        assert np.diff(starts).max(initial=0) <= 0.4 + 1e-9
-
-
-@pytest.mark.parametrize("args, match", [((0.0,), "duration"), ((float("nan"),), "duration"),
-                                         ((5.0, 0.0), "positive"), ((5.0, 3.2, 0.4, 0.0), "max_seconds")])
-def test_plan_windows_rejects(args, match):
-    with pytest.raises(ValueError, match=match):
-        inf.plan_windows(*args)
-
-
-# ---------------------------------------------------------------------------------------------- faces
-
-
-class SquareDetector:
-    """Finds the bright square drawn by `square_frames` (none in dark frames); counts frames seen."""
-
-    def __init__(self) -> None:
-        self.n_frames = 0
-
-    def detect(self, frames):
-        self.n_frames += len(frames)
-        out = []
-        for f in frames:
-            ys, xs = np.nonzero(f[..., 0] > 200)
-            box = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, 1.0]] if ys.size else np.zeros((0, 5))
-            out.append(np.asarray(box, dtype=np.float32).reshape(-1, 5))
-        return out
-
-
-def square_frames(n: int, missing: set[int]) -> np.ndarray:
-    """(n, 64, 80, 3): a square moving right by 2 px per frame; absent in `missing` frames."""
-    frames = np.zeros((n, 64, 80, 3), dtype=np.uint8)
-    frames[..., 1] = (np.arange(80) * 3)[None, None, :]          # texture, so crops differ by position
-    for j in range(n):
-        if j not in missing:
-            frames[j, 20:44, 10 + 2 * j:34 + 2 * j, 0] = 255
-    return frames
-
-
-def run_track(frames, times, cropper, detect_batch, keep=()):
-    track = inf._FaceTrack(cropper, times, "frames", detect_batch, keep=keep)
-    for j, f in enumerate(frames):
-        track.push(j, f)
-    track.finish()
-    return track
-
-
-@pytest.mark.parametrize("detect_batch", [1, 3, 16])
-def test_face_track_equals_face_cropper_and_detects_once(detect_batch):
-    # Frame 4 ties between 3 and 5 (earlier wins); 10 takes 9, 11 takes 12; 0 takes 1.
-    missing = {0, 4, 10, 11}
-    frames, times = square_frames(16, missing), 0.4 * np.arange(16)
-    reference = FaceCropper(SquareDetector(), size=16, margin=1.3, max_gap_s=1.0).crop(frames, times, "frames")
-    det = SquareDetector()
-    track = run_track(frames, times, FaceCropper(det, size=16, margin=1.3, max_gap_s=1.0), detect_batch)
-    assert det.n_frames == 16                                   # every frame detected exactly once
-    assert track.n_filled == reference.n_filled == len(missing)
-    for j in range(16):
-        np.testing.assert_array_equal(track.crops[j], reference.crops[j])
-    assert reference.source_index[4] == 3 and reference.source_index[11] == 12
-
-
-def test_face_track_gap_too_long_gives_no_crop_and_bounded_waiting():
-    missing = set(range(5, 25))                                  # 8 s without a face at 0.4 s spacing
-    frames, times = square_frames(30, missing), 0.4 * np.arange(30)
-    track = inf._FaceTrack(FaceCropper(SquareDetector(), size=16, max_gap_s=1.0), times, "frames", 2)
-    peak_waiting = 0
-    for j, f in enumerate(frames):
-        track.push(j, f)
-        peak_waiting = max(peak_waiting, len(track.waiting))
-    track.finish()
-    none = {j for j, c in track.crops.items() if c is None}
-    assert none == {j for j in missing if min(abs(j - 4), abs(j - 25)) * 0.4 > 1.0 + 1e-9}
-    assert track.n_filled == len(missing) - len(none)
-    # a frame waits at most max_gap_s (2.5 frames here) plus one detection batch
-    assert peak_waiting <= math.ceil(1.0 / 0.4) + 2 + 1
-
-
-def test_face_track_without_any_face_is_no_face():
-    frames = square_frames(5, set(range(5)))
-    track = inf._FaceTrack(FaceCropper(SquareDetector(), size=16), 0.4 * np.arange(5), "v.mp4", 2)
-    for j, f in enumerate(frames):
-        track.push(j, f)
-    with pytest.raises(inf.MediaError) as err:
-        track.finish()
-    assert err.value.reason == "no_face"
-
-
-def test_window_audio_equals_window_fbanks():
-    cfg = td.tiny_config()
-    feats = inf.audio_features(cfg)
-    wave = td.speech_like(6.0, phase=0.3)
-    starts = [0.0, 0.4, 1.2, 2.8, 2.7123]                       # the last is off the 10 ms hop grid
-    ours = inf.WindowAudio(wave, feats, 3.2).inputs(starts)
-    ref = window_fbanks(wave, starts, 3.2, feats, reuse_whole=True)
-    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
-    per_window = window_fbanks(wave, starts, 3.2, feats)         # the reference's own slices
-    torch.testing.assert_close(ours, per_window, rtol=0, atol=2e-3)
-    with pytest.raises(ValueError, match="needs samples"):
-        inf.WindowAudio(wave, feats, 3.2).inputs([3.0])
-
-
 # ---------------------------------------------------------------------------------------------- scorer
 
 
@@ -222,7 +102,7 @@ def test_scorer_detects_each_frame_once_and_equals_model_on_hand_built_windows(t
     for w in (0, 7, 17):
         ids = [w + 2 * k for k in range(4)]                      # window w: frames at 0.4 w + 0.8 k
         video = torch.from_numpy(crops[ids]).permute(3, 0, 1, 2)[None].float() / 255
-        audio = window_fbanks(wave, [0.4 * w], 3.2, inf.audio_features(cfg), reuse_whole=True)
+        audio = window_fbanks(wave, [0.4 * w], 3.2, AudioFeatures.from_config(cfg), reuse_whole=True)
         with torch.inference_mode():
             logit = model(video, audio).logit.item()
         assert pred.window_logits[w] == pytest.approx(logit, abs=1e-5)
@@ -346,6 +226,19 @@ def test_faceless_windows_are_skipped_not_the_video(tiny, videos):
     assert pred.window_starts == pytest.approx([0.0, 0.4, 0.8])
 
 
+def test_scorer_settings_default_to_the_infer_section(tmp_path):
+    cfg = td.tiny_config("infer.hop_s=0.8", "infer.aggregate=max", "infer.batch_size=3", "infer.max_seconds=6.0")
+    scorer, _ = whole_frame_scorer(MeanModel(), cfg)
+    assert (scorer.hop_s, scorer.aggregate, scorer.batch_size, scorer.max_seconds, scorer.precision) == \
+        (0.8, "max", 3, 6.0, "fp32")
+    pred = scorer.score(small_video(tmp_path / "v.mp4", 8.0))
+    assert pred.window_starts == pytest.approx([0.0, 0.8, 1.6, 2.4, 2.8]) and "truncated" in pred.flags
+    assert pred.logit == pytest.approx(max(pred.window_logits)) and scorer.stats.n_batches == 2
+    # keyword arguments win over the configuration
+    scorer, _ = whole_frame_scorer(MeanModel(), cfg, hop_s=0.4, aggregate="mean", batch_size=8)
+    assert (scorer.hop_s, scorer.aggregate, scorer.batch_size) == (0.4, "mean", 8)
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 
@@ -365,7 +258,7 @@ def test_load_detector_refuses_pretraining_weights(tmp_path):
 
 
 def test_load_detector_official_state_dicts(tmp_path):
-    from test_checkpoints import official_state_dict, small_official
+    from checkpoint_layouts import official_state_dict, small_official
 
     small = small_official()
     overrides = [td.TINY, "model.depth=12", "model.taps=[3,6,9,12]"]
@@ -389,6 +282,17 @@ def test_load_detector_official_state_dicts(tmp_path):
         inf.load_detector(tmp_path / "missing.safetensors")
 
 
+def test_load_detector_merges_yaml_files_with_include(tiny_weights, tmp_path):
+    # `tools/infer.py --weights W configs/finetune/tiny.yaml` once failed: "stored config: invalid key 'include'"
+    model, cfg = inf.load_detector(tiny_weights, config_overrides=[str(CONFIG_DIR / "finetune" / "tiny.yaml")])
+    assert cfg.train.stage == "finetune" and cfg.train.name == "tiny-finetune" and not model.training
+    (tmp_path / "base.yaml").write_text("infer: {hop_s: 0.8}\ndata: {face: {max_gap_s: 2.0}}\n")
+    (tmp_path / "mine.yaml").write_text("include: [base.yaml]\ninfer: {aggregate: lse}\n")
+    _, cfg = inf.load_detector(tiny_weights, config_overrides=[str(tmp_path / "mine.yaml"), "infer.batch_size=2"])
+    assert (cfg.infer.hop_s, cfg.infer.aggregate, cfg.infer.batch_size) == (0.8, "lse", 2)
+    assert cfg.data.face.max_gap_s == 2.0
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
@@ -405,31 +309,6 @@ def test_collect_inputs(videos, tmp_path):
     assert found == {"talk10.mp4", "mute.mp4", "short.mp4", "leaves.mp4", "noface.mp4", "corrupt.mp4", "notes.txt"}
     assert str(tmp_path / "missing.mp4") in by_path
     assert len(items) == len(by_path) == 2 + 6 + 1 + 1
-
-
-def test_predictions_round_trip(tmp_path):
-    preds = [inf.VideoPrediction("a.mp4", 0.75, 1.0986, 1, 2, [0.0, 0.4], [1.0, 1.1972], ["no_audio"],
-                                 duration_s=3.6, category="FVFA", extra={"method": "wl"}),
-             inf.VideoPrediction("b, c.mp4", error="no_face", error_detail='none in "all" frames', seconds=0.5)]
-    for name in ("p.csv", "p.json"):
-        writer = inf.write_predictions_csv if name.endswith("csv") else inf.write_predictions_json
-        writer(preds, tmp_path / name)
-        back = inf.read_predictions(tmp_path / name)
-        for a, b in zip(back, preds):
-            assert a.to_json() == b.to_json()
-
-
-def test_report_files(tmp_path):
-    ok = inf.VideoPrediction("x/<v>.mp4", 0.8, 1.386, 1, 3, [0.0, 0.4, 0.8], [1.0, 2.0, 1.2], ["padded"],
-                             duration_s=4.0, sample_crops=[np.full((32, 32, 3), 90, np.uint8)] * 3,
-                             sample_times=[0.0, 1.6, 3.2])
-    bad = inf.VideoPrediction("y.mp4", error="unreadable", error_detail="moov atom not found")
-    png = write_video_report(ok, tmp_path)
-    assert png == tmp_path / picture_name(ok.path) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert write_video_report(bad, tmp_path) is None
-    page = write_index([ok, bad], tmp_path).read_text()
-    assert "x/&lt;v&gt;.mp4" in page and "unreadable: moov atom not found" in page
-    assert f'src="{png.name}"' in page and "2 videos: 1 scored, 1 failed" in page
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -497,6 +376,19 @@ def test_infer_cli_precision_is_used_and_recorded(tiny_weights, videos, tmp_path
     assert infer_cli.main([str(videos / "talk10.mp4"), *common, "--out", str(out), "--precision", "fp16",
                            "--device", "cpu"]) == 2
     assert "fp16 needs a CUDA device" in capsys.readouterr().err and not out.exists()
+
+
+def test_infer_cli_flags_and_infer_overrides_are_one_setting(tiny_weights, videos, tmp_path):
+    common = [str(videos / "mute.mp4"), "--weights", str(tiny_weights), "--face-detector", "haar", "--no-progress"]
+    runs = {"flag": ["--hop-seconds", "0.8", "--aggregate", "max"],
+            "override": ["infer.hop_s=0.8", "infer.aggregate=max"],
+            "both": ["infer.hop_s=0.4", "--hop-seconds", "0.8", "--aggregate", "max"]}     # the flag wins
+    for name, extra in runs.items():
+        js = tmp_path / f"{name}.json"
+        assert infer_cli.main([*common, *extra, "--out", str(tmp_path / f"{name}.csv"), "--json", str(js)]) == 0
+        data = json.loads(js.read_text())
+        assert (data["hop_s"], data["aggregate"]) == (0.8, "max"), name
+        assert data["predictions"][0]["window_starts"] == pytest.approx([0.0, 0.8]), name
 
 
 def test_infer_cli_bad_weights(tmp_path, capsys):

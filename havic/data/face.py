@@ -4,13 +4,17 @@ Detectors share one small protocol (:class:`FaceDetector`): frames in, per-frame
 best first. :class:`FaceCropper` turns detections into fixed-size face crops with the official rule
 (highest-score box, width and height enlarged about the centre, clamped, cropped, resized bilinearly
 without keeping the aspect ratio) and fills frames without a detection from the nearest detected frame
-in time, within a tolerance, instead of dropping the clip (spec §18 item 16).
+in time, within a tolerance, instead of dropping the clip (spec §18 item 16). :class:`FaceTrack` applies
+the same rule to a stream of frames (whole-video scoring), detecting each frame once and holding only
+the frames still waiting for a box.
 """
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -23,15 +27,8 @@ from torch import Tensor
 from havic.data.errors import MediaError
 from havic.data.retinaface import RetinaFace, decode_boxes, load_retinaface_weights, prior_boxes
 
-__all__ = [
-    "FaceDetector",
-    "RetinaFaceDetector",
-    "HaarDetector",
-    "build_detector",
-    "expand_boxes",
-    "CropResult",
-    "FaceCropper",
-]
+__all__ = ["FaceDetector", "RetinaFaceDetector", "HaarDetector", "build_detector", "expand_boxes", "CropResult",
+           "FaceCropper", "FaceTrack"]
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +307,31 @@ class FaceCropper:
         self.square = bool(square)
         self.max_gap_s = max_gap_s
 
+    def best_boxes(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB -> (N, 4) float64 highest-score box of each frame, NaN where none."""
+        dets = self.detector.detect(frames)
+        if len(dets) != len(frames):
+            raise RuntimeError(f"detector returned {len(dets)} results for {len(frames)} frames")
+        best = np.full((len(frames), 4), np.nan)
+        for i, d in enumerate(dets):
+            if len(d):
+                best[i] = d[0, :4]                                              # sorted best first
+        return best
+
+    def cut(self, frames: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The crop rule (:func:`expand_boxes`, bilinear resize) on one detection box per frame.
+
+        (N, H, W, 3) uint8 RGB frames, (N, 4) boxes x1, y1, x2, y2 -> (N, size, size, 3) uint8 crops
+        and the (N, 4) int64 boxes actually cut (after margin and clamping).
+        """
+        height, width = frames.shape[1:3]
+        cut = expand_boxes(boxes, height, width, self.margin, self.square)
+        crops = np.stack([
+            np.asarray(Image.fromarray(frame[y1:y2, x1:x2]).resize((self.size, self.size), Image.BILINEAR))
+            for frame, (x1, y1, x2, y2) in zip(frames, cut)
+        ])
+        return crops, cut
+
     def crop(self, frames: np.ndarray, times: np.ndarray, path: str) -> CropResult:
         """Detect, fill gaps and crop.
 
@@ -324,20 +346,16 @@ class FaceCropper:
         """
         _check_frames(frames)
         times = np.asarray(times, dtype=np.float64)
-        n, height, width = frames.shape[:3]
+        n = frames.shape[0]
         if times.shape != (n,):
             raise ValueError(f"times must have shape ({n},) to match frames, got {times.shape}")
         if n == 0:
             raise MediaError(path, "no_frames", "no frames to crop")
-        dets = self.detector.detect(frames)
-        if len(dets) != n:
-            raise RuntimeError(f"detector returned {len(dets)} results for {n} frames")
-        is_detected = np.array([len(d) > 0 for d in dets], dtype=bool)
+        best = self.best_boxes(frames)
+        is_detected = ~np.isnan(best[:, 0])
         if not is_detected.any():
             raise MediaError(path, "no_face", f"no face detected in any of {n} frames")
         ids_det = np.flatnonzero(is_detected)
-        best = np.full((n, 4), np.nan)
-        best[ids_det] = np.stack([dets[i][0, :4] for i in ids_det])             # highest score per frame
 
         # Nearest detected frame in time; detected frames are ordered by time so ties go to the earlier one.
         ids_det = ids_det[np.argsort(times[ids_det], kind="stable")]
@@ -353,11 +371,7 @@ class FaceCropper:
                 f"{gap[worst]:.3f} s away (max_gap_s={self.max_gap_s}); {ids_det.size}/{n} frames detected",
             )
         source_index = np.where(is_detected, np.arange(n), ids_det[nearest])
-        boxes = expand_boxes(best[source_index], height, width, self.margin, self.square)
-        crops = np.stack([
-            np.asarray(Image.fromarray(frame[y1:y2, x1:x2]).resize((self.size, self.size), Image.BILINEAR))
-            for frame, (x1, y1, x2, y2) in zip(frames, boxes)
-        ])
+        crops, boxes = self.cut(frames, best[source_index])
         n_filled = int((~is_detected).sum())
         if n_filled:
             logger.debug("%s: %d/%d frames took the box of a nearby detected frame", path, n_filled, n)
@@ -368,3 +382,118 @@ class FaceCropper:
             source_index=source_index.astype(np.int64),
             n_filled=n_filled,
         )
+
+
+class FaceTrack:
+    """Streaming detection and cropping over the sorted frame times of one video, with a cropper's rule.
+
+    Frames are pushed in time order and detected in batches of `detect_batch`, each exactly once. A
+    frame with a face is cut at once (:meth:`FaceCropper.cut`); one without waits (full frame held)
+    until the nearest detected frame in time is known: the nearer of the previous and the next
+    detection, ties to the earlier, as :meth:`FaceCropper.crop` decides over a whole clip. With
+    ``cropper.max_gap_s`` set, a frame waits at most that long, then has no crop (None); with None
+    it waits for the next detection, so memory grows with the longest stretch without a face.
+
+    Args:
+        cropper: detector and crop rule; times: (N,) ascending frame times in seconds; path: the
+            video, named in errors; detect_batch: frames per detector call; keep: frame indices
+            whose crops are also kept in ``samples`` (for reports).
+
+    Attributes:
+        crops: frame index -> (size, size, 3) uint8 crop or None, for resolved, unreleased frames.
+        prefix: every frame before this index is resolved.
+        peak_held: the most frames (pending, waiting or cropped) held at once.
+    """
+
+    def __init__(self, cropper: FaceCropper, times: np.ndarray, path: str, detect_batch: int,
+                 keep: Iterable[int] = ()) -> None:
+        self.cropper, self.times, self.path = cropper, times, path
+        self.detect_batch = max(1, int(detect_batch))
+        self.n = times.size
+        self.boxes = np.full((self.n, 4), np.nan)
+        self.detected: list[int] = []          # indices with their own detection, ascending
+        self.n_known = 0                       # frames 0..n_known-1 went through the detector
+        self.pending: list[tuple[int, np.ndarray]] = []
+        self.waiting: dict[int, np.ndarray] = {}
+        self.crops: dict[int, np.ndarray | None] = {}
+        self.done = np.zeros(self.n, dtype=bool)
+        self.prefix = 0
+        self.n_pushed = self.n_filled = self.n_detector_calls = self.n_detected_frames = self.peak_held = 0
+        self.keep = set(keep)
+        self.samples: dict[int, np.ndarray] = {}
+
+    def held(self) -> int:
+        """Frames held now: awaiting detection or a neighbour's box, and crops not yet released."""
+        return len(self.pending) + len(self.waiting) + sum(c is not None for c in self.crops.values())
+
+    def push(self, j: int, frame: np.ndarray) -> None:
+        """Add frame `j` ((H, W, 3) uint8 RGB); frames come in index order."""
+        self.pending.append((j, frame))
+        self.n_pushed += 1
+        self.peak_held = max(self.peak_held, self.held())
+        if len(self.pending) >= self.detect_batch:
+            self._detect()
+            self._resolve(final=False)
+
+    def finish(self) -> None:
+        """Detect the last frames and resolve every waiting one; MediaError "no_face" if none has a face."""
+        self._detect()
+        if not self.detected:
+            raise MediaError(self.path, "no_face", f"no face detected in any of {self.n_known} frames")
+        self._resolve(final=True)
+
+    def release_below(self, j: int) -> None:
+        """Forget the crops of frames before `j` (no window in flight needs them)."""
+        for i in [i for i in self.crops if i < j]:
+            del self.crops[i]
+
+    def _cut(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return self.cropper.cut(frame[None], box[None])[0][0]
+
+    def _detect(self) -> None:
+        if not self.pending:
+            return
+        best = self.cropper.best_boxes(np.stack([f for _, f in self.pending]))
+        self.n_detector_calls += 1
+        self.n_detected_frames += len(self.pending)
+        for (j, frame), box in zip(self.pending, best):
+            if np.isnan(box[0]):
+                self.waiting[j] = frame
+            else:
+                self.boxes[j] = box
+                self.detected.append(j)
+                self._set(j, self._cut(frame, box))
+        self.n_known = self.pending[-1][0] + 1
+        self.pending = []
+        self.peak_held = max(self.peak_held, self.held())
+
+    def _set(self, j: int, crop: np.ndarray | None) -> None:
+        self.crops[j] = crop
+        self.done[j] = True
+        if crop is not None and j in self.keep:
+            self.samples[j] = crop
+        while self.prefix < self.n and self.done[self.prefix]:
+            self.prefix += 1
+
+    def _resolve(self, final: bool) -> None:
+        t = self.times
+        horizon = math.inf if final else t[self.n_known - 1]
+        gap = self.cropper.max_gap_s
+        for j in sorted(self.waiting):
+            k = bisect.bisect_left(self.detected, j)
+            prev = self.detected[k - 1] if k > 0 else None
+            nxt = self.detected[k] if k < len(self.detected) else None
+            d_prev = t[j] - t[prev] if prev is not None else math.inf
+            d_next = t[nxt] - t[j] if nxt is not None else math.inf
+            if nxt is not None or horizon >= t[j] + d_prev - 1e-9:
+                source, dist = (prev, d_prev) if d_prev <= d_next else (nxt, d_next)
+            elif gap is not None and horizon > t[j] + gap + 1e-9:
+                source, dist = None, math.inf              # any later detection is too far as well
+            else:
+                continue                                   # a nearer detection may still come
+            frame = self.waiting.pop(j)
+            if source is None or (gap is not None and dist > gap + 1e-9):
+                self._set(j, None)
+            else:
+                self.n_filled += 1
+                self._set(j, self._cut(frame, self.boxes[source]))

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from havic.data import audio as audio_frontend
 from havic.data.audio import log_mel_fbank
 from havic.data.cache import (
     ClipCache,
@@ -64,7 +65,7 @@ from havic.data.cache import (
 from havic.data.errors import MediaError
 from havic.data.face import FaceCropper, build_detector
 from havic.data.manifest import Manifest
-from havic.data.video import DecodeStats, VideoInfo, iter_frames_at, probe, read_audio
+from havic.data.video import DecodeStats, VideoInfo, decode_flags, iter_frames_at, probe, read_audio
 from havic.version import __version__
 
 __all__ = [
@@ -106,10 +107,10 @@ class PreprocessSettings:
     square: bool = False
     max_gap_s: float | None = 1.0
     batch_size: int = 16
-    sample_rate: int = 16000
-    num_mel_bins: int = 128
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
+    sample_rate: int = audio_frontend.SAMPLE_RATE
+    num_mel_bins: int = audio_frontend.NUM_MEL_BINS
+    frame_length_ms: float = audio_frontend.FRAME_LENGTH_MS
+    frame_shift_ms: float = audio_frontend.FRAME_SHIFT_MS
 
     def __post_init__(self) -> None:
         if self.clip_seconds <= 0 or self.fps <= 0:
@@ -298,10 +299,7 @@ def _process(item: str, file: Path, key: str, out: Path, settings: PreprocessSet
             raise _Failure("face", "no_face", f"no usable face in any of {len(plan)} clips ({details})")
 
         n_corrupt = video_stats.n_corrupt_packets + audio_stats.n_corrupt_packets
-        if n_corrupt:
-            flags.append("corrupt_packets")
-        if video_stats.n_read_errors or audio_stats.n_read_errors:
-            flags.append("read_error")
+        flags += decode_flags(video_stats, audio_stats)
         # Less than one fbank hop of padding is rounding of the stream duration, not missing audio.
         if n_padded > round(settings.frame_shift_ms * sr / 1000):
             flags.append("audio_padded")

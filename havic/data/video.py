@@ -25,6 +25,7 @@ from havic.utils.io import atomic_path
 __all__ = [
     "DecodeStats",
     "VideoInfo",
+    "decode_flags",
     "iter_frames_at",
     "probe",
     "read_audio",
@@ -89,6 +90,20 @@ class DecodeStats:
     n_yielded: int = 0
     n_reordered: int = 0
     n_read_errors: int = 0
+
+
+def decode_flags(*stats: DecodeStats) -> list[str]:
+    """The flags a video earns from the decoding passes over it (its video and audio DecodeStats).
+
+    ``corrupt_packets``: a decoder rejected packets and skipped them; ``read_error``: demuxing stopped
+    early (a truncated or damaged file). Preprocessing and scoring report the same flags this way.
+    """
+    flags = []
+    if any(s.n_corrupt_packets for s in stats):
+        flags.append("corrupt_packets")
+    if any(s.n_read_errors for s in stats):
+        flags.append("read_error")
+    return flags
 
 
 def _open(path: str | os.PathLike) -> av.container.InputContainer:
