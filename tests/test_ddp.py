@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 
 from havic.config import CONFIG_DIR, load_config
 from havic.lit.pretrain import pretraining_terms
-from havic.lit.synthetic import SyntheticClips, batch_of
+from havic.data.synthetic_clips import SyntheticClips, batch_of
 from havic.losses import loss_options
 from havic.models import build_model
 from havic.models.masking import MaskIds

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from havic.data.synthetic import (
-    CATEGORIES, CATEGORY_LABELS, ClipSpec, SyntheticConfig, audio_envelope, make_identities, mouth_track,
-    plan_clips, plan_utterance, portrait, render_clip, synthesize_speech, write_clips,
+from havic.demo.faces import make_identities, mouth_track, portrait
+from havic.demo.speech import audio_envelope, plan_utterance, synthesize_speech
+from havic.demo.world import (
+    CATEGORIES, CATEGORY_LABELS, ClipSpec, SyntheticConfig, plan_clips, render_clip, write_clips,
 )
 
 CONFIG = SyntheticConfig(duration_s=3.2, n_identities=4, seed=0)

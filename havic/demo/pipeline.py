@@ -1,11 +1,11 @@
-"""``make demo``: the whole method on a synthetic dataset, end to end, on a CPU in minutes.
+"""The demo pipeline: every stage of the method on the synthetic dataset, through the project's commands.
 
-Every stage runs the project's own command-line tools in this process (their ``main`` functions,
-so nothing is re-implemented here) on files written to the run folder, and each stage prints the
-equivalent shell command, so the same steps can be repeated by hand on real data:
+Every stage runs the project's own commands in this process (the ``main`` functions of
+:mod:`havic.cli`, so nothing is re-implemented here) on files written to the run folder, and each
+stage prints the equivalent shell command, so the same steps can be repeated by hand on real data:
 
 1. ``data``: generate a pretraining corpus of real talking faces and a labelled detection set
-   (real clips and the four fake categories of :mod:`havic.data.synthetic`) as mp4 files;
+   (real clips and the four fake categories of :mod:`havic.demo.world`) as mp4 files;
 2. ``manifest``: ``tools/build_manifest.py generic`` (seeded split by video, stratified by
    category for the detection set);
 3. ``preprocess``: ``tools/preprocess.py`` (Haar face detector, fbank, clip cache) for both;
@@ -14,150 +14,40 @@ equivalent shell command, so the same steps can be repeated by hand on real data
    same budget from scratch (``configs/ablations/no_pretraining.yaml``, the paper's "w/o HCP");
 6. ``score``: ``tools/infer.py`` on the held-out test videos with sliding windows, for both;
 7. ``evaluate``: ``tools/evaluate.py --compare``: ACC / AP / AUC overall and per category;
-8. ``report``: ``report.md``, ``index.html`` and ``summary.json`` in the run folder.
+8. ``report``: ``report.md``, ``index.html`` and ``summary.json`` in the run folder
+   (:mod:`havic.demo.report`).
 
-The demo settings (data sizes, configurations, budgets) are :class:`DemoSettings`, read from
-``configs/demo/demo.yaml`` (plus ``configs/demo/quick.yaml`` for the reduced run of the tests)
-and ``key=value`` overrides.
+The commands are imported inside the stages that run them: the data stage's worker processes
+import this package, and should not pay for loading the training stack.
 """
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import logging
 import os
 import shlex
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
+from havic.data.manifest import read_manifest, write_manifest
+from havic.demo.report import DemoReport, format_table
+from havic.demo.settings import DemoError, DemoSettings, config_file
+from havic.demo.world import CATEGORIES, SyntheticConfig, plan_clips, write_clips
+from havic.utils.io import atomic_write_json
+from havic.utils.logging import setup_logging
 
-from havic.config import CONFIG_DIR
-from havic.utils.io import atomic_write_json, atomic_write_text
-
-__all__ = [
-    "DEMO_CONFIG",
-    "QUICK_CONFIG",
-    "Demo",
-    "DemoError",
-    "DemoSettings",
-    "METHODS",
-    "STAGES",
-    "format_table",
-    "load_settings",
-]
+__all__ = ["METHODS", "STAGES", "Demo", "DemoPaths", "default_run_dir"]
 
 log = logging.getLogger(__name__)
 
-REPO_DIR = CONFIG_DIR.parent
-DEMO_CONFIG = CONFIG_DIR / "demo" / "demo.yaml"
-QUICK_CONFIG = CONFIG_DIR / "demo" / "quick.yaml"
 STAGES = ("data", "manifest", "preprocess", "pretrain", "finetune", "score", "evaluate", "report")
 # The two detectors compared: method name in the table -> folder name.
 METHODS = {"HAVIC": "havic", "w/o HCP": "wo_hcp"}
-
-
-class DemoError(RuntimeError):
-    """A stage failed; the message names the stage and what to look at."""
-
-
-@dataclass
-class DemoSettings:
-    """What the demo generates and runs (``configs/demo/demo.yaml`` documents every key)."""
-
-    seed: int = 0
-    n_identities: int = 4
-    duration_s: float = 6.4
-    fps: float = 5.0
-    frame_size: int = 96
-    pretrain_videos: int = 80
-    real_videos: int = 80
-    fake_videos_per_category: int = 25
-    split_fractions: list[float] = field(default_factory=lambda: [0.6, 0.1, 0.3])
-    pretrain_split_fractions: list[float] = field(default_factory=lambda: [0.875, 0.125])
-    workers: int = 2
-    pretrain_config: str = "configs/demo/pretrain.yaml"
-    finetune_config: str = "configs/demo/finetune.yaml"
-    no_pretraining_config: str = "configs/ablations/no_pretraining.yaml"
-    pretrain_overrides: list[str] = field(default_factory=list)
-    finetune_overrides: list[str] = field(default_factory=list)
-    detector_weights: str = "last"
-    hop_seconds: float = 0.4
-    aggregate: str = "mean"
-    batch_size: int = 8
-
-
-def load_settings(files: Sequence[str | os.PathLike] = (DEMO_CONFIG,), overrides: Sequence[str] = ()) -> DemoSettings:
-    """Demo settings from YAML files (merged in order) and ``key=value`` overrides; unknown keys are errors."""
-    cfg = OmegaConf.structured(DemoSettings)
-    try:
-        for f in files:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(f))
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise DemoError(f"overrides must look like key=value, got {bad}")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except (ConfigKeyError, ValidationError) as err:
-        raise DemoError(f"demo settings: {err}") from None
-    settings: DemoSettings = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    if settings.n_identities < 3:
-        raise DemoError(f"n_identities={settings.n_identities}: the fakes need at least 3 identities")
-    if settings.detector_weights not in ("best", "last"):
-        raise DemoError(f"detector_weights={settings.detector_weights!r}: expected 'best' or 'last'")
-    for key in ("pretrain_videos", "real_videos", "fake_videos_per_category"):
-        if getattr(settings, key) < 1:
-            raise DemoError(f"{key}={getattr(settings, key)}: must be >= 1")
-    return settings
-
-
-def _repo_path(path: str) -> Path:
-    """A configuration path as given, or relative to the repository (``configs/...``)."""
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else REPO_DIR / p
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100.0 * x:.1f}"
-
-
-def format_table(evaluations: dict[str, dict[str, Any]], categories: Sequence[str] = ()) -> str:
-    """The demo's results table: one row per set (overall, then each category), ACC / AP / AUC per method.
-
-    Args:
-        evaluations: method -> :meth:`havic.evaluation.Evaluation.to_json` of its predictions.
-        categories: category order (default: sorted).
-
-    Returns:
-        A fixed-width text table, values in %; "—" where a metric is undefined (a category of
-        real videos has ACC only).
-    """
-    methods = list(evaluations)
-    groups = {m: ev.get("groups", {}).get("category", {}) for m, ev in evaluations.items()}
-    names = list(categories) or sorted({g for m in methods for g in groups[m]})
-    first = evaluations[methods[0]]
-    rows = [("overall", first["overall"]["n"], [evaluations[m]["overall"] for m in methods])]
-    for g in names:
-        cells = [groups[m].get(g) for m in methods]
-        n = next((c["n"] for c in cells if c is not None), 0)
-        rows.append((g, n, cells))
-    head1 = f"{'':<14}{'':>7}" + "".join(f"  {m:^20}" for m in methods)
-    head2 = f"{'set':<14}{'videos':>7}" + "".join(f"  {'ACC':>6}{'AP':>7}{'AUC':>7}" for _ in methods)
-    lines = [head1, head2, "-" * len(head2)]
-    for name, n, cells in rows:
-        line = f"{name:<14}{n:>7}"
-        for c in cells:
-            if c is None:
-                line += f"  {'':>6}{'':>7}{'':>7}"
-            else:
-                line += f"  {_pct(c['acc']):>6}{_pct(c['ap']):>7}{_pct(c['auc']):>7}"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 @dataclass
@@ -214,7 +104,7 @@ class Demo:
             return str(p)
 
     def _tool(self, stage: str, script: str, main: Callable[[list[str]], int], argv: list[str]) -> None:
-        """Run a tool's ``main`` in this process, after printing the equivalent command."""
+        """Run a command's ``main`` (:mod:`havic.cli`) in this process, after printing its script's command line."""
         self.echo("$ python " + " ".join(shlex.quote(a) for a in [f"tools/{script}", *argv]))
         try:
             rc = main(argv)
@@ -234,9 +124,7 @@ class Demo:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
         self.echo(f"--- {name} done in {self.timings[name]:.1f} s")
 
-    def _synthetic_config(self) -> Any:
-        from havic.data.synthetic import SyntheticConfig
-
+    def _synthetic_config(self) -> SyntheticConfig:
         s = self.settings
         return SyntheticConfig(duration_s=s.duration_s, fps=s.fps, frame_size=s.frame_size,
                                n_identities=s.n_identities, seed=s.seed)
@@ -245,8 +133,6 @@ class Demo:
 
     def generate_data(self) -> None:
         """Stage 1: the pretraining corpus (real clips) and the detection set (real and fake clips)."""
-        from havic.data.synthetic import CATEGORIES, plan_clips, write_clips
-
         s, p = self.settings, self.paths
         t0 = self._stage(1, "data", "synthetic talking faces (skimage astronaut, speech synthesised in code)")
         config = self._synthetic_config()
@@ -271,8 +157,7 @@ class Demo:
 
     def build_manifests(self) -> None:
         """Stage 2: manifests with seeded splits (``tools/build_manifest.py generic``), and the test subset."""
-        from havic.data.manifest import read_manifest, write_manifest
-        from tools import build_manifest
+        from havic.cli import build_manifest
 
         s, p = self.settings, self.paths
         t0 = self._stage(2, "manifest", "generic adapter, seeded split by video")
@@ -293,11 +178,11 @@ class Demo:
 
     def preprocess(self) -> None:
         """Stage 3: face crops and fbanks of every clip into the two caches (``tools/preprocess.py``)."""
-        from tools import preprocess
+        from havic.cli import preprocess
 
         s, p = self.settings, self.paths
         t0 = self._stage(3, "preprocess", "decode, Haar face detector, fbank, clip cache")
-        config = str(_repo_path(s.finetune_config))
+        config = str(config_file(s.finetune_config))
         for manifest, root, cache in ((p.pretrain_manifest, p.pretrain_data, p.pretrain_cache),
                                       (p.detect_manifest, p.detect_data, p.detect_cache)):
             self._tool("preprocess", "preprocess.py", preprocess.main, [
@@ -306,8 +191,7 @@ class Demo:
 
     def _train(self, stage: str, name: str, files: list[str], overrides: list[str]) -> Path:
         """One ``tools/train.py`` run under ``train/``; returns its run folder."""
-        from havic.utils.logging import setup_logging
-        from tools import train
+        from havic.cli import train
 
         argv = [*files, f"train.run_dir={self.paths.train}", f"train.name={name}", *overrides]
         before = set(self.paths.train.iterdir()) if self.paths.train.is_dir() else set()
@@ -325,7 +209,7 @@ class Demo:
         s = self.settings
         t0 = self._stage(4, "pretrain", "masked reconstruction + segment contrast + cross-modal prediction, "
                                         "real clips only")
-        run = self._train("pretrain", "pretrain", [str(_repo_path(s.pretrain_config))],
+        run = self._train("pretrain", "pretrain", [str(config_file(s.pretrain_config))],
                           [f"data.cache_dir={self.paths.pretrain_cache}", f"seed={s.seed}", *s.pretrain_overrides])
         weights = run / "export" / "best.safetensors"
         if not weights.is_file():
@@ -342,12 +226,12 @@ class Demo:
         t0 = self._stage(5, "finetune", "detector on the labelled training split, validated on its val split; "
                                         "then the same budget without pretraining (w/o HCP)")
         common = [f"data.cache_dir={self.paths.detect_cache}", f"seed={s.seed}", *s.finetune_overrides]
-        finetune = str(_repo_path(s.finetune_config))
+        finetune = str(config_file(s.finetune_config))
         runs: dict[str, Path] = {}
         if init_from is not None:
             runs["HAVIC"] = self._train("finetune", "finetune", [finetune], [*common, f"train.init_from={init_from}"])
         runs["w/o HCP"] = self._train("finetune", "finetune-wo-hcp",
-                                      [finetune, str(_repo_path(s.no_pretraining_config))],
+                                      [finetune, str(config_file(s.no_pretraining_config))],
                                       common)
         weights = {}
         for method, run in runs.items():
@@ -363,10 +247,11 @@ class Demo:
 
     def score(self, detectors: dict[str, Path]) -> dict[str, Path]:
         """Stage 6: sliding-window scoring of the held-out videos with each detector (``tools/infer.py``)."""
-        from tools import infer
+        from havic.cli import infer
 
-        s, p = self.settings, self.paths
-        t0 = self._stage(6, "score", f"held-out test videos, {s.hop_seconds:g} s hop, {s.aggregate} of the windows")
+        p = self.paths
+        # Window hop, aggregation and batch size: the infer: settings, as in a plain tools/infer.py run.
+        t0 = self._stage(6, "score", "held-out test videos, sliding windows (the infer: settings)")
         predictions = {}
         for k, (method, weights) in enumerate(detectors.items()):
             out = p.scores_of(method)
@@ -375,7 +260,6 @@ class Demo:
             self._tool("score", "infer.py", infer.main, [
                 str(p.test_manifest), "--root", str(p.detect_data), "--weights", str(weights),
                 "--out", str(out / "predictions.csv"), "--json", str(out / "predictions.json"), *report,
-                "--hop-seconds", str(s.hop_seconds), "--aggregate", s.aggregate, "--batch-size", str(s.batch_size),
                 "--device", "cpu"])
             predictions[method] = out / "predictions.csv"
         self.outputs["predictions"] = predictions
@@ -384,7 +268,7 @@ class Demo:
 
     def evaluate(self, predictions: dict[str, Path]) -> dict[str, dict[str, Any]]:
         """Stage 7: ACC / AP / AUC overall and per category for each detector (``tools/evaluate.py``)."""
-        from tools import evaluate
+        from havic.cli import evaluate
 
         p = self.paths
         t0 = self._stage(7, "evaluate", "video level, overall and per category")
@@ -401,37 +285,20 @@ class Demo:
 
     def write_report(self, evaluations: dict[str, dict[str, Any]]) -> Path:
         """Stage 8: ``report.md``, ``index.html`` and ``summary.json`` in the run folder."""
-        from havic.data.synthetic import CATEGORIES
-
         p = self.paths
         t0 = self._stage(8, "report", "previews, per-window plots, metrics")
         table = format_table(evaluations, [c for c in CATEGORIES if any(
             c in ev.get("groups", {}).get("category", {}) for ev in evaluations.values())])
         self.outputs["table"] = table
-        def rel(q: Path) -> str:
-            return os.path.relpath(q, p.run_dir)
-
         previews = sorted((self.outputs["pretrain_run"] / "previews").glob("*.png")) \
             if "pretrain_run" in self.outputs else []
         plots = {m: p.scores_of(m) / "report" / "index.html" for m in evaluations
                  if m in METHODS and (p.scores_of(m) / "report" / "index.html").is_file()}
-        atomic_write_text(p.run_dir / "results.txt", table + "\n")
-        lines = ["# havic demo", "",
-                 "Synthetic talking faces (havic.data.synthetic), held-out test split, video-level scores.", "",
-                 "```", table, "```", "", "Values in %; a category of fakes is ranked against all real test "
-                 "videos; the real category has ACC only.", "", "## Stage times", ""]
-        lines += [f"- {k}: {v:.1f} s" for k, v in self.timings.items()]
-        lines += ["", "## Files", "",
-                  f"- metrics: [{rel(p.evaluation / 'report.md')}]({rel(p.evaluation / 'report.md')}), "
-                  f"[{rel(p.evaluation / 'metrics.json')}]({rel(p.evaluation / 'metrics.json')})"]
-        lines += [f"- per-window plots, {m}: [{rel(f)}]({rel(f)})" for m, f in plots.items()]
-        lines += [f"- reconstruction preview: [{rel(f)}]({rel(f)})" for f in previews]
-        for method, run in self.outputs.get("finetune_runs", {}).items():
-            lines.append(f"- {method} training run: {rel(run)}")
+        runs = {f"{method} training run": run for method, run in self.outputs.get("finetune_runs", {}).items()}
         if "pretrain_run" in self.outputs:
-            lines.append(f"- pretraining run: {rel(self.outputs['pretrain_run'])}")
-        report = atomic_write_text(p.run_dir / "report.md", "\n".join(lines) + "\n")
-        self._write_html(table, previews, plots)
+            runs["pretraining run"] = self.outputs["pretrain_run"]
+        report = DemoReport(run_dir=p.run_dir, table=table, timings=dict(self.timings), evaluation=p.evaluation,
+                            plots=plots, previews=previews, runs=runs).write()
         self._done("report", t0)
         atomic_write_json(p.run_dir / "summary.json", {
             "settings": dataclasses.asdict(self.settings),
@@ -440,25 +307,6 @@ class Demo:
             "files": {k: str(v) for k, v in self.outputs.items() if isinstance(v, Path)},
         }, sort_keys=False)
         return report
-
-    def _write_html(self, table: str, previews: list[Path], plots: dict[str, Path]) -> Path:
-        p = self.paths
-
-        def rel(q: Path) -> str:
-            return html.escape(os.path.relpath(q, p.run_dir))
-
-        parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>havic demo</title>",
-                 "<style>body{font-family:sans-serif;margin:1em} img{max-width:100%}</style></head><body>",
-                 "<h1>havic demo</h1><h2>Held-out test split (values in %)</h2>",
-                 f"<pre>{html.escape(table)}</pre>", "<h2>Stage times</h2><ul>"]
-        parts += [f"<li>{html.escape(k)}: {v:.1f} s</li>" for k, v in self.timings.items()]
-        parts += ["</ul><h2>Per-window scores</h2><ul>"]
-        parts += [f"<li><a href='{rel(f)}'>{html.escape(m)}</a></li>" for m, f in plots.items()]
-        parts += [f"</ul><p><a href='{rel(p.evaluation / 'report.md')}'>evaluation report</a></p>",
-                  "<h2>Reconstruction previews (pretraining)</h2>"]
-        parts += [f"<p>{html.escape(f.stem)}<br><img src='{rel(f)}'></p>" for f in previews[-2:]]
-        parts.append("</body></html>")
-        return atomic_write_text(p.run_dir / "index.html", "\n".join(parts) + "\n")
 
     # -- everything ------------------------------------------------------------------------------
 
