@@ -1,4 +1,5 @@
-"""Benchmark helpers (timing under load, peak memory, FLOP counts) and the benchmark CLI in its tiny setting."""
+"""Benchmark helpers (timing under load, peak memory, FLOP counts), the official baseline's inputs and the
+benchmark CLI in its tiny setting."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from havic import benchmarking as hb
-from tools import benchmark as tool
+from havic.benchmarks import targets as bt
+from havic.benchmarks import timing as hb
+from havic.benchmarks.cases_data import MAX_SECONDS, face_detector, official_stride
+from havic.benchmarks.media import synthetic_talking_video
+from havic.benchmarks.official import official_inputs
+from havic.cli import benchmark as tool
+from havic.config import CONFIG_DIR, load_config
+from havic.inference import VideoScorer, build_cropper
+from havic.models import build_model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -61,7 +69,9 @@ def test_time_iterations_counts_calls_and_takes_the_median():
 
     t = hb.time_iterations(fn, iters=3, warmup=1)
     assert len(calls) == 4 and len(t.iterations) == 3 and t.used == [0, 1, 2]
-    assert 0.02 <= t.median_s < 0.03 + 0.02
+    # A sleep never ends early but may wake late: on a loaded machine the scheduler can add tens of
+    # milliseconds, so the upper bound leaves room for that.
+    assert 0.02 <= t.median_s < 0.03 + 0.2
     assert t.median_s == sorted(it.wall_s for it in t.iterations)[1]
     s = t.summary()
     assert s["median_s"] == t.median_s and len(s["wall_s"]) == len(s["cpu_s"]) == 3 and len(s["warmup_s"]) == 1
@@ -88,8 +98,11 @@ def test_busy_time_and_process_cpu_time_see_our_own_work():
     busy0, cpu0 = hb.machine_busy_seconds(), time.process_time()
     if busy0 is None:
         pytest.skip("no /proc/stat")
-    end = time.perf_counter() + 0.3
-    while time.perf_counter() < end:
+    # Spin for 0.3 CPU-seconds of this process, not 0.3 s of wall time: on a loaded machine the
+    # scheduler may give the loop a fraction of a core, and a wall-time loop would then use less CPU.
+    # The wall-time limit only ends a loop that never gets the CPU.
+    deadline = time.perf_counter() + 60.0
+    while time.process_time() - cpu0 < 0.3 and time.perf_counter() < deadline:
         pass
     own = time.process_time() - cpu0
     assert own > 0.2
@@ -180,8 +193,8 @@ def test_targets_use_cpu_seconds_away_from_the_official_thread_count():
         entry("pretrain", {"batch": 2, "precision": "fp32", "optimizer": "none"}, 15.15, seconds=10.0,
               flop_per_s=80e9, peak_above_import_mib=1000.0),
     ]
-    two = tool.derive([dict(e, metrics=dict(e["metrics"])) for e in entries], full_size=True, threads=2)
-    one = tool.derive(entries, full_size=True, threads=1)
+    two = bt.derive([dict(e, metrics=dict(e["metrics"])) for e in entries], full_size=True, threads=2)
+    one = bt.derive(entries, full_size=True, threads=1)
     speed2 = next(t for t in two if t["target"].startswith("pretraining fwd+bwd b2 vs official"))
     speed1 = next(t for t in one if t["target"].startswith("pretraining fwd+bwd b2 vs official"))
     assert speed2["value"] == pytest.approx(15.44 / 10.0) and speed2["met"] is False and "wall" in speed2["target"]
@@ -191,12 +204,12 @@ def test_targets_use_cpu_seconds_away_from_the_official_thread_count():
     assert same["value"] == pytest.approx(1.0) and same["met"] is False
     bf16 = entry("pretrain", {"batch": 2, "precision": "bf16", "optimizer": "none"}, 9.0, seconds=4.5,
                  flop_per_s=160e9, peak_above_import_mib=1000.0)
-    both = tool.derive([dict(e, metrics=dict(e["metrics"])) for e in [*entries, bf16]], full_size=True)
+    both = bt.derive([dict(e, metrics=dict(e["metrics"])) for e in [*entries, bf16]], full_size=True)
     same = next(t for t in both if t["target"] == "pretraining fwd+bwd b2 vs our fp32 (same run)")
     assert same["value"] == pytest.approx(10.0 / 4.5) and same["met"] is True and same["from"] == str(bf16["params"])
     mfu = next(t for t in one if "fp32 model FLOP" in t["target"])
     assert mfu["value"] == pytest.approx(0.8) and mfu["met"] is True
-    assert tool.derive(entries, full_size=False) == []
+    assert bt.derive(entries, full_size=False) == []
 
 
 @pytest.mark.slow
@@ -207,7 +220,63 @@ def test_quick_benchmark_video_and_data(tmp_path):
     ours = [m for c, m in by_case.items() if c.startswith("ours")]
     assert ours and all(m["n_windows"] >= 1 and 0 <= m["score"] <= 1 for m in ours)
     official = next(m for c, m in by_case.items() if c.startswith("official"))
-    # Same model, same windows: the official-style pipeline's score differs only by its crops and fbanks.
-    assert official["score"] is not None and abs(official["score"] - ours[0]["score"]) < 0.2
+    # The generated face is in every frame; that the baseline's inputs are ours is checked below on
+    # identical settings (test_official_baseline_sees_the_inputs_of_our_pipeline).
+    assert official["score"] is not None and 0 <= official["score"] <= 1 and official["frames_without_face"] == 0
     pre = by_case["preprocess"]
     assert pre["frames_per_s"] > 0 and pre["cache_gb_per_hour"] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The official baseline against our pipeline
+# --------------------------------------------------------------------------------------------------
+
+
+class _Recorder(torch.nn.Module):
+    """A detector that keeps every batch of inputs it is given."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.videos: list[torch.Tensor] = []
+        self.audios: list[torch.Tensor] = []
+
+    def forward(self, video, audio):
+        self.videos.append(video.clone())
+        self.audios.append(audio.clone())
+        return self.model(video, audio)
+
+
+def test_official_baseline_sees_the_inputs_of_our_pipeline(tmp_path):
+    # With the official crop rule (margin 1.0, not square) both pipelines must build the same windows
+    # from the same frames; then the video baseline measures the official costs of our work.
+    cfg = load_config([CONFIG_DIR / "tiny.yaml"],
+                      ["data.face.detector=haar", "data.face.margin=1.0", "data.face.square=false"])
+    file = synthetic_talking_video(tmp_path / "video")
+    stride = official_stride(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, "detector").eval()
+    stats = {}
+    got = official_inputs(file, cfg, face_detector(cfg), tmp_path / "official", MAX_SECONDS, stride, stats)
+    assert got is not None and stats["frames_without_face"] == 0
+    video, audio = got
+    n = video.shape[0]
+    recorder = _Recorder(model)
+    scorer = VideoScorer(recorder, cfg, build_cropper(cfg), batch_size=64, hop_s=stride / float(cfg.data.fps),
+                         max_seconds=MAX_SECONDS)
+    pred = scorer.score(file)
+    assert pred.error is None
+    ours_video, ours_audio = torch.cat(recorder.videos), torch.cat(recorder.audios)
+    # Our windows: the official grid, then one window aligned to the end of the scored seconds.
+    assert n >= 2 and pred.window_starts[:n] == pytest.approx([k * stride / cfg.data.fps for k in range(n)])
+    assert ours_video.shape[0] - n in (0, 1)
+    # Same frames, same boxes, same crop rule and resize: the same pixels.
+    assert torch.equal(ours_video[:n], video)
+    # The audio differs only by the 16-bit wav round trip and fbank rounding; a window off by one hop
+    # differs by about one standard deviation on average.
+    diff = (ours_audio[:n] - audio).abs()
+    assert diff.max() < 0.1 and diff.mean() < 0.01
+    assert (ours_audio[1:n] - audio[: n - 1]).abs().mean() > 0.3
+    with torch.inference_mode():
+        official_logits = model(video, audio).logit
+    assert official_logits.tolist() == pytest.approx(pred.window_logits[:n], abs=5e-3)

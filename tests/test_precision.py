@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from havic.benchmarks import model_inputs
 from havic.config import CONFIG_DIR, load_config
 from havic.models import build_model
 from havic.precision import autocast, cast_matmul_weights, check_precision, prepare_for_inference
-from tools.benchmark import model_inputs
 
 
 def test_autocast_precisions():

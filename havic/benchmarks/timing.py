@@ -1,4 +1,4 @@
-"""Measurement helpers for benchmarks: timing on a shared machine, peak memory, FLOPs, matmul peak.
+"""Measurement for the benchmark suite: timing on a shared machine, peak memory, FLOPs, matmul peak.
 
 On a shared machine wall time alone misleads: another process can take half of the cores. Every
 timed iteration therefore also records this process's CPU time and the CPU time that the rest of
@@ -13,7 +13,9 @@ allocator's peak on CUDA devices. FLOPs come from :class:`torch.utils.flop_count
 not count by itself. Model FLOP utilisation is achieved FLOP/s over :func:`matmul_peak_flops`
 measured in the same dtype on the same machine.
 
-Nothing here changes global torch settings (threads, backends); the caller decides them.
+Nothing here changes global torch settings (threads, backends); the caller decides them. Each case
+of the suite runs in a fresh process (:func:`run_isolated`) and reports the machine it ran on
+(:func:`machine_info`).
 """
 from __future__ import annotations
 
@@ -32,14 +34,10 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from havic.precision import PRECISIONS, autocast
-
 __all__ = [
-    "PRECISIONS",
     "Iteration",
     "PeakMemory",
     "Timing",
-    "autocast",
     "count_flops",
     "current_rss_bytes",
     "loadavg",
@@ -398,7 +396,7 @@ def matmul_peak_flops(
 
 
 # --------------------------------------------------------------------------------------------------
-# Precision, isolation, environment
+# Isolation, environment
 # --------------------------------------------------------------------------------------------------
 
 
