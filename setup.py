@@ -8,8 +8,13 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
-VERSION = {}
+VERSION, CLI = {}, {}
 exec((ROOT / "havic" / "version.py").read_text(), VERSION)
+exec((ROOT / "havic" / "cli" / "__init__.py").read_text(), CLI)  # standard library only: COMMANDS
+# `havic <command>` and one `havic-<command>` per command (the same main functions as tools/*.py).
+CONSOLE_SCRIPTS = ["havic=havic.cli:main"] + [
+    f"havic-{name}=havic.cli.{module}:main" for name, (module, _) in CLI["COMMANDS"].items()
+]
 
 setup(
     name="havic",
@@ -19,8 +24,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["havic", "havic.*", "tools"]),
-    include_package_data=True,
+    # The library and its applications (havic.cli, havic.demo, havic.benchmarks); tools/*.py are
+    # checkout-only scripts over havic.cli and are not installed.
+    packages=find_packages(include=["havic", "havic.*"]),
     package_data={"havic": ["configs/*.yaml", "configs/**/*.yaml"]},
     install_requires=[
         "torch>=2.4,<3",
@@ -28,7 +34,6 @@ setup(
         "torchaudio>=2.4",
         "timm>=1.0",
         "pytorch-lightning>=2.4,<3",
-        "torchmetrics>=1.4",
         "einops>=0.8",
         "omegaconf>=2.3",
         "wandb>=0.17",
@@ -42,9 +47,5 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
-    entry_points={
-        "console_scripts": [
-            "havic-model-info=tools.model_info:main",
-        ]
-    },
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -11,7 +11,8 @@ from havic.config import CONFIG_DIR, load_config, to_container
 from havic.lit.base import CONFIG_KEY
 from havic.checkpoints import read_weights
 from havic.models import build_model
-from tools.train import main
+from havic.cli.train import main
+from tiny_cache import build_tiny_cache  # the data tests' tiny cache
 
 PRETRAIN = str(CONFIG_DIR / "pretrain" / "tiny.yaml")
 FINETUNE = str(CONFIG_DIR / "finetune" / "tiny.yaml")
@@ -126,7 +127,6 @@ def test_cli_errors_name_the_problem(tmp_path: Path):
 
 
 def test_finetuning_on_the_clip_cache_validates_on_the_val_split(pretrain_run: Path, tmp_path: Path):
-    build_tiny_cache = pytest.importorskip("test_datasets").build_tiny_cache  # the data tests' tiny cache
     cache = build_tiny_cache(tmp_path / "cache")  # train: 8 clips with audio (+1 without), val: 2, test: 4
     ckpt = pretrain_run / "checkpoints" / "last.ckpt"
     assert main([FINETUNE, f"train.run_dir={tmp_path / 'runs'}", f"train.init_from={ckpt}", "train.synthetic_clips=0",
@@ -139,7 +139,6 @@ def test_finetuning_on_the_clip_cache_validates_on_the_val_split(pretrain_run: P
 
 
 def test_pretraining_on_the_clip_cache_learns(tmp_path: Path):
-    build_tiny_cache = pytest.importorskip("test_datasets").build_tiny_cache
     cache = build_tiny_cache(tmp_path / "cache")  # 8 training clips with audio, 1 without (excluded)
     assert main([PRETRAIN, f"train.run_dir={tmp_path / 'runs'}", "train.synthetic_clips=0",
                  f"data.cache_dir={cache}", "data.batch_size=4", "train.trainer.max_epochs=12",
