@@ -148,10 +148,42 @@ def test_blur_keeps_flat_and_smooths_noise():
     assert torch.allclose(out.mean(), (clip.float() / 255).mean(), atol=0.02)
 
 
+def _reflect(i: int, n: int) -> int:
+    """Index of a reflect-padded axis (the edge pixel is not repeated)."""
+    return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+
+def _blur_by_hand(image: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    """(H, W) Gaussian blur as a double loop over pixels and taps, reflect borders."""
+    half = kernel // 2
+    taps = torch.exp(-torch.arange(-half, half + 1, dtype=torch.float64) ** 2 / (2 * sigma**2))
+    taps /= taps.sum()
+    h, w = image.shape
+    out = torch.zeros(h, w, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            for a in range(kernel):
+                for b in range(kernel):
+                    out[y, x] += taps[a] * taps[b] * image[_reflect(y + a - half, h), _reflect(x + b - half, w)]
+    return out
+
+
 def test_blur_kernel_shrinks_for_tiny_frames():
+    """On 4 x 4 frames the 13-tap kernel cannot reflect-pad; it shrinks to 2 * 4 - 1 = 7 taps."""
     clip = _clip(0, size=4)
     out = VideoAugment(**NEUTRAL).apply(clip, _identity_params(size=4, blur_sigma=1.0))
     assert out.shape == clip.shape
+    image = clip[1, 2].double() / 255
+    assert torch.allclose(out[1, 2].double(), _blur_by_hand(image, 7, 1.0), atol=1e-5)
+    # A 5-tap kernel (a different blur) must not match: the test can tell kernel sizes apart.
+    assert not torch.allclose(out[1, 2].double(), _blur_by_hand(image, 5, 1.0), atol=1e-3)
+
+
+def test_blur_matches_a_hand_computed_13_tap_kernel():
+    clip = _clip(3, size=16)
+    out = VideoAugment(**NEUTRAL).apply(clip, _identity_params(size=16, blur_sigma=1.7))
+    image = clip[0, 0].double() / 255
+    assert torch.allclose(out[0, 0].double(), _blur_by_hand(image, 13, 1.7), atol=1e-5)
 
 
 def test_colour_ops_hand_computed():

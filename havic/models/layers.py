@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
+from timm.layers import Mlp
 from torch import Tensor, nn
 
 QKV_BIAS_MODES = ("qv", "qkv", "none")
@@ -14,14 +16,12 @@ QKV_BIAS_MODES = ("qv", "qkv", "none")
 
 def _split_heads(x: Tensor, num_heads: int) -> Tensor:
     """(B, N, C) -> (B, heads, N, C / heads)."""
-    b, n, c = x.shape
-    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
+    return rearrange(x, "b n (h d) -> b h n d", h=num_heads)
 
 
 def _merge_heads(x: Tensor) -> Tensor:
     """(B, heads, N, d) -> (B, N, heads * d)."""
-    b, h, n, d = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * d)
+    return rearrange(x, "b h n d -> b n (h d)")
 
 
 def _check_heads(dim: int, num_heads: int) -> None:
@@ -62,27 +62,17 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, N, C) -> (B, N, C)."""
-        b, n, c = x.shape
         qkv = F.linear(x, self.qkv.weight, self._qkv_bias())
-        q, k, v = qkv.view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
-
-
-class Mlp(nn.Module):
-    """Linear -> exact GELU -> Linear."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     """Per-sample stochastic depth: drop the residual branch of whole samples.
+
+    Our own rather than timm's ``drop_path``: timm scales the mask before multiplying, which rounds
+    differently (1 ulp) and so changes training trajectories against the released code's order;
+    and :class:`Block` switches it per call (``stochastic=False`` for the deterministic teacher).
 
     Args:
         x: (B, ...) residual branch output.
@@ -115,7 +105,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))  # Linear -> exact GELU -> Linear
         self.drop_path = drop_path
 
     def forward(self, x: Tensor, stochastic: bool = True) -> Tensor:

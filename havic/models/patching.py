@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from havic.models.pos_embed import sincos_1d, sincos_2d
@@ -88,20 +89,14 @@ class VideoGrid:
     def patchify(self, video: Tensor) -> Tensor:
         """(B, C, T, H, W) -> (B, L, C * dt * p * p), values ordered (c, dt, dy, dx)."""
         self.check(video)
-        b, c = video.shape[:2]
-        tt, p, s = self.tubelet_size, self.patch_size, self.side
-        x = video.reshape(b, c, self.time_steps, tt, s, p, s, p)
-        x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, t, y, x, c, dt, dy, dx)
-        return x.reshape(b, self.num_tokens, self.patch_dim)
+        return rearrange(video, "b c (t dt) (y dy) (x dx) -> b (t y x) (c dt dy dx)",
+                         dt=self.tubelet_size, dy=self.patch_size, dx=self.patch_size)
 
     def unpatchify(self, patches: Tensor) -> Tensor:
         """Inverse of :meth:`patchify`: (B, L, patch_dim) -> (B, C, T, H, W)."""
         _check_shape(patches, (None, self.num_tokens, self.patch_dim), "video patches")
-        b = patches.shape[0]
-        tt, p, s, c = self.tubelet_size, self.patch_size, self.side, self.channels
-        x = patches.reshape(b, self.time_steps, s, s, c, tt, p, p)
-        x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, c, t, dt, y, dy, x, dx)
-        return x.reshape(b, *self.input_shape)
+        return rearrange(patches, "b (t y x) (c dt dy dx) -> b c (t dt) (y dy) (x dx)",
+                         y=self.side, x=self.side, c=self.channels, dt=self.tubelet_size, dy=self.patch_size)
 
 
 @dataclass(frozen=True)
@@ -191,14 +186,11 @@ class AudioGrid:
 
     def patchify(self, audio: Tensor) -> Tensor:
         """(B, T, F) -> (B, L, p * p)."""
-        img = self.to_image(audio)
-        b, p = img.shape[0], self.patch_size
-        x = img.reshape(b, self.rows, p, self.cols, p).permute(0, 1, 3, 2, 4)
-        return x.reshape(b, self.num_tokens, self.patch_dim)
+        return rearrange(self.to_image(audio), "b 1 (r pr) (c pc) -> b (r c) (pr pc)",
+                         pr=self.patch_size, pc=self.patch_size)
 
     def unpatchify(self, patches: Tensor) -> Tensor:
         """(B, L, p * p) -> (B, T, F)."""
         _check_shape(patches, (None, self.num_tokens, self.patch_dim), "audio patches")
-        b, p = patches.shape[0], self.patch_size
-        x = patches.reshape(b, self.rows, self.cols, p, p).permute(0, 1, 3, 2, 4)
-        return self.from_image(x.reshape(b, 1, self.rows * p, self.cols * p))
+        image = rearrange(patches, "b (r c) (pr pc) -> b 1 (r pr) (c pc)", r=self.rows, pr=self.patch_size)
+        return self.from_image(image)
