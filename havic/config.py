@@ -265,17 +265,17 @@ class HavicConfig:
     infer: InferConfig = field(default_factory=InferConfig)
 
 
-# One place for every difference between the official code and the paper (havic-spec §19).
+# Every difference between the official code and the paper (docs/official-differences.md#variant-switches).
 VARIANT_SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "official": {
         "model": {
-            "audio_token_order": "mel",  # audio segments are mel bands (spec §2.4)
+            "audio_token_order": "mel",  # segments are mel bands: docs/official-differences.md#the-audio-segment-bug
             "audio_cls_pos": False,  # computed then overwritten in the official code
-            "fusion_double_residual": True,  # X + (X + o + MLP) (spec §5)
+            "fusion_double_residual": True,  # X + (X + o + MLP): docs/official-differences.md#audio-visual-fusion
             "fusion_self_attention": False,  # computed and discarded officially: not built
             "video_drop_path": 0.1,  # hard-coded in the official Block3d
             "audio_drop_path": 0.0,
-            "teacher_drop_path": True,  # target pass runs in train mode (spec §7.3)
+            "teacher_drop_path": True,  # targets in train mode: docs/official-differences.md#semantic-targets-and-loss
         },
         "loss": {"rec_tokens": "all"},
     },

@@ -51,11 +51,12 @@ def reconstruction_loss(
 ) -> Tensor:
     """Hierarchical patch reconstruction loss, averaged over decoder layers.
 
-    With `tokens="all"` (official code, spec §6.3) each layer's loss is the mean squared error over
-    all tokens, visible and masked, and all patch values. With `tokens="masked"` (paper Eq. 1) it
-    is the sum of squared errors over the masked tokens of the whole batch divided by
-    `n_masked_tokens * P`; when every sample has the same number of masked tokens (as with the
-    fixed-ratio masks used in pretraining) this equals the mean of the per-sample averages.
+    With `tokens="all"` (official code, docs/official-differences.md#reconstruction-loss) each layer's
+    loss is the mean squared error over all tokens, visible and masked, and all patch values. With
+    `tokens="masked"` (paper Eq. 1) it is the sum of squared errors over the masked tokens of the
+    whole batch divided by `n_masked_tokens * P`; when every sample has the same number of masked
+    tokens (as with the fixed-ratio masks used in pretraining) this equals the mean of the
+    per-sample averages.
     The hierarchical loss is the mean of the per-layer losses.
 
     Args:
@@ -120,7 +121,9 @@ def soft_negative_weights(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Denominator weights of the fine-grained contrastive loss (paper Eq. 3, spec §8.2).
+    """Denominator weights of the fine-grained contrastive loss (paper Eq. 3).
+
+    See docs/official-differences.md#segment-contrastive-loss.
 
     Row and column index r = i * S + t (sample i, segment t). The weight is 1 everywhere except for
     two different segments of the same sample, where it is 1 - 2 sigmoid(-|t - t'|) =
@@ -224,9 +227,9 @@ def segment_contrastive_loss(
 def semantic_mse(pred: Tensor, target: Tensor, *, name: str = "semantic_mse") -> Tensor:
     """Mean squared error over all elements, computed in float32, failing loudly if not finite.
 
-    Used for the cross-modal semantic loss (spec §7.3). The official "safe MSE" replaces NaN/Inf
-    and returns a detached zero when the result is not finite, which hides divergence; here a
-    non-finite result raises instead.
+    Used for the cross-modal semantic loss (docs/official-differences.md#semantic-targets-and-loss).
+    The official "safe MSE" replaces NaN/Inf and returns a detached zero when the result is not
+    finite, which hides divergence; here a non-finite result raises instead.
 
     Args:
         pred: predicted features, any shape, e.g. (B, N, D).
@@ -265,8 +268,9 @@ def detection_bce(
 ) -> dict[str, Tensor]:
     """Binary cross-entropy with logits for each detection head, and their weighted sum.
 
-    Heads are "overall", "audio" and "video" (spec §10: L_ft = BCE(overall) + BCE(audio) +
-    BCE(video), each averaged over the batch, all weights 1). Label 1 = fake.
+    Heads are "overall", "audio" and "video". The official loss is L_ft = BCE(overall) + BCE(audio)
+    + BCE(video), each averaged over the batch, all weights 1 (docs/official-differences.md#detector).
+    Label 1 = fake.
 
     Args:
         logits: head name -> (B,) or (B, 1) logits; any non-empty subset of the heads.

@@ -1,10 +1,11 @@
 """Detection metrics: window aggregation, ACC / AP / AUC, per-group metrics, coverage, seed statistics.
 
-Conventions (spec §14, "Metrics"): fake is the positive class (label 1); a video is predicted fake
-when its probability is ``>= threshold`` (0.5); AP is scikit-learn's ``average_precision_score``
-and AUC its ``roc_auc_score``. Where the official code wrote AP = AUC = -1 for a set holding a
-single class, these functions return ``None`` and say why in ``note``. Every result carries the
-number of videos it was computed on, so no number is reported without its denominator.
+Conventions (docs/official-differences.md#metrics): fake is the positive class (label 1); a video is
+predicted fake when its probability is ``>= threshold`` (0.5); AP is scikit-learn's
+``average_precision_score`` and AUC its ``roc_auc_score``. Where the official code wrote AP = AUC = -1
+for a set holding a single class, these functions return ``None`` and say why in ``note``. Every
+result carries the number of videos it was computed on, so no number is reported without its
+denominator.
 """
 from __future__ import annotations
 
@@ -41,9 +42,9 @@ def aggregate_windows(window_logits: Sequence[float] | np.ndarray, how: str = "m
 
     Args:
         window_logits: (W,) logits, W >= 1.
-        how: "mean" (the official rule, spec §14 step 6), "max" (the most suspicious window), or
-            "lse": logsumexp - log W, a smooth maximum that equals the mean for equal logits and
-            tends to the maximum when one window stands out.
+        how: "mean" (the official rule, docs/official-differences.md#sliding-window-inference), "max"
+            (the most suspicious window), or "lse": logsumexp - log W, a smooth maximum that equals
+            the mean for equal logits and tends to the maximum when one window stands out.
 
     Returns:
         The aggregate logit; the video probability is ``sigmoid`` of it.

@@ -2,7 +2,8 @@
 
 They come from two places: the upstream key dumps in ``assets/keys`` (AudioMAE and MARLIN, every key
 and shape) and the official HAVIC key layout, generated here from the per-module layout documented
-in spec §13.2 (checked against the documented tensor and parameter counts by the tests).
+in docs/official-differences.md#official-key-layout (checked against the documented tensor and
+parameter counts by the tests).
 """
 from __future__ import annotations
 
@@ -57,7 +58,10 @@ def _hia(p, dd, d):
 
 
 def official_layout(m, kind: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of an official HAVIC_PT / HAVIC_FT state dict for model config ``m`` (spec §13.2)."""
+    """Key -> shape of an official HAVIC_PT / HAVIC_FT state dict for model config ``m``.
+
+    See docs/official-differences.md#official-key-layout.
+    """
     d, dd, s = m.dim, m.decoder_dim, m.num_segments
     hid, hid_d = int(d * m.mlp_ratio), int(dd * m.mlp_ratio)
     a, v = m.audio, m.video
@@ -138,7 +142,10 @@ def expected_official_ignored(layout: dict, kind: str) -> set[str]:
 
 
 def _sincos(pos: torch.Tensor, d: int) -> torch.Tensor:
-    """Interleaved table written out from spec §1.3: e[2i] = sin(p w_i), e[2i+1] = cos(p w_i)."""
+    """Interleaved table, e[2i] = sin(p w_i), e[2i+1] = cos(p w_i).
+
+    Written out from docs/official-differences.md#sin-cos-tables.
+    """
     w = 10000.0 ** (-torch.arange(d // 2, dtype=torch.float64) / (d // 2))
     ang = pos.to(torch.float64)[:, None] * w
     out = torch.empty(len(pos), d, dtype=torch.float64)

@@ -1,4 +1,6 @@
-"""A functional forward of the official networks, written from spec §1-§10 on official tensor names.
+"""A functional forward of the official networks on official tensor names.
+
+Written from the model sections of docs/official-differences.md, "Attention and blocks" to "Detector".
 
 It reads an official HAVIC state dict directly, so comparing it with our converted networks checks
 that the conversion keeps what the networks compute.
@@ -60,7 +62,10 @@ def f_video_tokens(video, sd):
 
 
 def f_audio_tokens(audio, sd):
-    """(B, T, F) -> transposed to (B, 1, F, T) -> mel-band-major tokens (spec §2.2)."""
+    """(B, T, F) -> transposed to (B, 1, F, T) -> mel-band-major tokens.
+
+    See docs/official-differences.md#patch-embeddings-and-token-order.
+    """
     w = sd["audio_encoder.patch_embed.proj.weight"]
     x = F.conv2d(audio.transpose(1, 2)[:, None], w, sd["audio_encoder.patch_embed.proj.bias"], stride=w.shape[-1])
     return x.flatten(2).transpose(1, 2) + sd["audio_encoder.pos_embed"] + sd["audio_encoder.modality"]
@@ -79,7 +84,10 @@ def f_cross_modal(x, y, sd, p, heads):
 
 
 def f_interaction(v, a, sd, m):
-    """Double residual (spec §5): X + CMA(X, Y), both directions on the pre-interaction streams."""
+    """Double residual: X + CMA(X, Y), both directions on the pre-interaction streams.
+
+    See docs/official-differences.md#audio-visual-fusion.
+    """
     v2 = v + f_cross_modal(v, a, sd, f"{AVIM}.blocks.0.cross_attn_audio_to_video", m.fusion_heads)
     a2 = a + f_cross_modal(a, v, sd, f"{AVIM}.blocks.0.cross_attn_video_to_audio", m.fusion_heads)
     return f_ln(v2, sd, f"{AVIM}.norm_video_out"), f_ln(a2, sd, f"{AVIM}.norm_audio_out")
@@ -87,7 +95,8 @@ def f_interaction(v, a, sd, m):
 
 def f_encode(sd, video_tokens, audio_tokens, m):
     v_cls = sd["visual_encoder.cls_tokens"][0] + sd["visual_encoder.cls_pos_embed"][0]
-    a_cls = sd["audio_encoder.cls_tokens"][0]  # the audio CLS positions are never added (spec §2.3)
+    # The audio CLS positions are never added (docs/official-differences.md#segment-cls-tokens).
+    a_cls = sd["audio_encoder.cls_tokens"][0]
     v = f_encoder(video_tokens, sd, "visual_encoder", v_cls, m)
     a = f_encoder(audio_tokens, sd, "audio_encoder", a_cls, m)
     vi, ai = f_interaction(v[max(m.taps)], a[max(m.taps)], sd, m)
@@ -125,7 +134,10 @@ def f_scatter(x, ids, n, token):
 
 
 def f_hia(x, mem, sd, p, heads):
-    """HiA (spec §1.4): residual on the normalised query, no output projection."""
+    """HiA: residual on the normalised query, no output projection.
+
+    See docs/official-differences.md#decoder-cross-attention.
+    """
     xq = f_ln(x, sd, f"{p}.norm_q")
     mk = f_ln(f_lin(mem, sd, f"{p}.encoder2decoder"), sd, f"{p}.norm_k")
     q, k, v = (f_lin(t, sd, f"{p}.{n}") for t, n in ((xq, "query_proj"), (mk, "key_proj"), (mk, "value_proj")))
@@ -145,7 +157,10 @@ def f_decoder(x, feats, sd, p, m, norm, preds):
 
 
 def f_translate(x, sd, p, m):
-    """Per-segment token aligner along the token axis, then a timm block and a norm (spec §7)."""
+    """Per-segment token aligner along the token axis, then a timm block and a norm.
+
+    See docs/official-differences.md#semantic-translators.
+    """
     b, n, d = x.shape
     s = m.num_segments
     x = f_lin(x.view(b, s, n // s, d).transpose(2, 3), sd, f"{p}.TokenAligner.output_layer")

@@ -16,7 +16,7 @@ from havic.data.video import write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# datasets.md 1.5 / havic-spec 11.5: folder -> (audio_label, video_label, label)
+# folder -> (audio_label, video_label, label): docs/official-differences.md#fakeavceleb-split-and-labels
 FAVC_LABELS = {"RealVideo-RealAudio": (0, 0, 0), "RealVideo-FakeAudio": (1, 0, 1),
                "FakeVideo-RealAudio": (0, 1, 1), "FakeVideo-FakeAudio": (1, 1, 1)}
 SHIPPED_HEADER = "source,target1,target2,method,category,type,race,gender,path,"

@@ -17,7 +17,10 @@ SPEECH = ("speech_librivox_0870.wav", "speech_librivox_0920.wav")
 
 
 def _reference_fbank(wave_: torch.Tensor) -> torch.Tensor:
-    """The reference dataset code, spelled out: mean removal, then kaldi.fbank with spec §11.3 arguments."""
+    """The reference dataset code, spelled out: mean removal, then kaldi.fbank with the reference arguments.
+
+    See docs/official-differences.md#audio-input.
+    """
     w = wave_.unsqueeze(0) - wave_.mean()
     return kaldi.fbank(
         w, htk_compat=True, sample_frequency=SR, use_energy=False, window_type="hanning",
@@ -45,7 +48,8 @@ def test_fbank_equals_reference_call(noise):
 
 def test_mel_bin_3_is_constant_log_eps(noise):
     # 128 triangular filters on a 512-point FFT at 16 kHz: filter 3 covers no FFT bin, so its
-    # energy is 0 and torchaudio clamps it to float32 eps (stack.md §1).
+    # energy is 0 and torchaudio clamps it to float32 eps: log(eps) = -15.94 in every frame (Kaldi
+    # itself would reject such a filter bank).
     fb = log_mel_fbank(noise)
     constant_bins = [i for i in range(128) if torch.all(fb[:, i] == fb[0, i])]
     assert constant_bins == [3]

@@ -15,7 +15,7 @@ from checkpoint_layouts import (
 )
 from official_forward import official_detector_forward, official_pretrainer_forward, small_inputs
 
-FULL_DOCUMENTED_SHAPES = {  # spec §13.2
+FULL_DOCUMENTED_SHAPES = {  # docs/official-differences.md#official-key-layout
     "audio_encoder.pos_embed": (1, 512, 768), "audio_encoder.modality": (1, 1, 768),
     "audio_encoder.cls_tokens": (1, 8, 768), "audio_encoder.patch_embed.proj.weight": (768, 1, 16, 16),
     "audio_encoder.blocks.0.attn.qkv.weight": (2304, 768), "audio_encoder.blocks.11.mlp.fc1.weight": (3072, 768),
@@ -36,8 +36,10 @@ FULL_DOCUMENTED_SHAPES = {  # spec §13.2
 def test_official_full_size_layout_converts_to_our_shapes(kind, n_tensors, n_params):
     cfg = load_config(overrides=["model.variant=official"])
     layout = official_layout(cfg.model, kind)
-    assert len(layout) == n_tensors  # spec §13.2
-    assert sum(math.prod(s) for s in layout.values()) == n_params  # spec §15, every official parameter
+    # Tensors: docs/official-differences.md#official-key-layout; parameters, every official one:
+    # docs/official-differences.md#parameter-counts.
+    assert len(layout) == n_tensors
+    assert sum(math.prod(s) for s in layout.values()) == n_params
     for key, shape in FULL_DOCUMENTED_SHAPES.items():
         assert key not in layout or layout[key] == shape, key
     sd = {k: torch.zeros(()).expand(s) for k, s in layout.items()}  # shapes only, no memory

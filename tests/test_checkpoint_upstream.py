@@ -18,7 +18,10 @@ from official_forward import f_attend, f_lin
 
 
 def expected_source(target: str) -> tuple[str, str]:
-    """(checkpoint, key) each of our tensors should come from, by the intended mapping (spec §13.3)."""
+    """(checkpoint, key) each of our tensors should come from, by the intended mapping.
+
+    See docs/official-differences.md#audiomae-and-marlin-initialisation.
+    """
     if target.startswith("audio_encoder."):
         key = target[len("audio_encoder."):].replace("patch_embed.", "patch_embed.proj.")
         return "audiomae", re.sub(r"attn\.[qv]_bias$", "attn.qkv.bias", key)

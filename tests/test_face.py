@@ -1,8 +1,10 @@
 """Face detection (RetinaFace from FaceX-Zoo's weights, Haar), face cropping on a real photo, the streaming track.
 
-Reference numbers (stack.md §3): on `skimage.data.astronaut()` resized to 224 px, RetinaFace finds
-[78, 27, 118, 75] with score 0.993 and Haar [74, 25, 123, 74]; on the photo resized to 720 x 720 and
-pasted in the middle of a grey 1280 x 720 canvas, RetinaFace finds [530, 83, 661, 251] with score 1.0.
+Reference numbers, measured once with FaceX-Zoo's RetinaFace weights and OpenCV's
+`haarcascade_frontalface_default.xml` (boxes x1, y1, x2, y2): on `skimage.data.astronaut()` resized
+to 224 px, RetinaFace finds [78, 27, 118, 75] with score 0.993 and Haar [74, 25, 123, 74]; on the
+photo resized to 720 x 720 and pasted in the middle of a grey 1280 x 720 canvas, RetinaFace finds
+[530, 83, 661, 251] with score 1.0.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The paper-size networks: exact parameter counts and one forward (and backward) pass each.
 
-Expected counts: havic-spec §15 measured the official models with every `nn.Parameter`, including
-the fixed sin-cos tables and the interaction module's dead parts. This project does not build the
-dead parts (2 self-attention blocks, 14,175,744 parameters, and unused tokens/tables, 1,599,744, of
-which 2,304 trainable) and keeps fixed tables as non-persistent buffers. So:
+Expected counts: docs/official-differences.md#parameter-counts gives the official models' counts with
+every `nn.Parameter`, including the fixed sin-cos tables and the interaction module's dead parts.
+This project does not build the dead parts (2 self-attention blocks, 14,175,744 parameters, and
+unused tokens/tables, 1,599,744, of which 2,304 trainable) and keeps fixed tables as non-persistent
+buffers. So:
 
   official pretrainer trainable = 237,917,828 - 14,175,744 - 2,304 = 223,739,780
   official detector trainable   = 211,849,237 - 14,175,744 - 2,304 = 197,671,189

@@ -154,7 +154,8 @@ def test_official_fusion_is_the_double_residual_without_self_attention():
     val = cma.v(xa).view(2, 7, 2, 16).transpose(1, 2)
     attn = (q @ k.transpose(-1, -2) / 4.0).softmax(-1) @ val
     o = cma.proj(attn.transpose(1, 2).reshape(2, 5, 32))
-    expected = fusion.video_norm(2 * xv + o + cma.mlp(cma.norm2(xv + o)))  # spec §5
+    # X + (X + o + MLP(LN(X + o))), then the output norm: docs/official-differences.md#audio-visual-fusion
+    expected = fusion.video_norm(2 * xv + o + cma.mlp(cma.norm2(xv + o)))
     torch.testing.assert_close(v, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -15,17 +15,18 @@ command line.
 * :mod:`havic.benchmarks.report`: ``benchmark.json`` and the markdown table;
 * :mod:`havic.benchmarks.suite`: the plan of cases, one process per case, the report.
 
-Protocol (havic-spec §16): 2 torch threads by default, one warm-up and three timed calls per case,
-the median reported; a call during which other processes took more than 5 % of the machine is
-repeated (at most twice) and the share is reported either way. Each precision runs in fp32 and
-under bf16 autocast (fp16 too on CUDA). Every case runs in a fresh process so that its peak
-resident set is its own.
+Protocol (as for the official figures, docs/official-differences.md#official-cpu-timings): 2 torch
+threads by default, one warm-up and three timed calls per case, the median reported; a call during
+which other processes took more than 5 % of the machine is repeated (at most twice) and the share is
+reported either way. Each precision runs in fp32 and under bf16 autocast (fp16 too on CUDA). Every
+case runs in a fresh process so that its peak resident set is its own.
 
 On a machine shared with another busy process, 2-thread timings are distorted far beyond the lost
 core: every parallel region waits at its barrier for the thread that the scheduler parked, so runs
 of many small operations (the face detector, bf16 casts, norms) slow down up to tenfold. There, one
 thread on the remaining core gives clean single-thread figures; their CPU-seconds compare with the
-official CPU-seconds (havic-spec §16), and the same-run ratios stay valid.
+official CPU-seconds (docs/official-differences.md#official-cpu-timings), and the same-run ratios
+stay valid.
 """
 from havic.benchmarks.cases_data import bench_data, bench_video
 from havic.benchmarks.cases_model import bench_gpu, bench_inference, bench_peak, bench_pretrain, model_inputs

@@ -74,7 +74,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Load average {_loads(report['load']['before'])} before and {_loads(report['load']['after'])} after the run "
         f"({env['cores']} cores). "
         "*others*: share of the machine's CPU time that other processes used during the worst timed call. "
-        "*vs official*: official wall time / ours (official CPU-seconds / ours in brackets; havic-spec §16). "
+        "*vs official*: official wall time / ours (official CPU-seconds / ours in brackets; official "
+        "figures: docs/official-differences.md#official-cpu-timings). "
         "Peak RSS in MiB, in brackets above the RSS after `import torch`.",
         "",
         "| benchmark | case | median s | CPU s | throughput | GFLOP/s | MFU | peak RSS | vs fp32 / baseline "

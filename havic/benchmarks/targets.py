@@ -17,13 +17,13 @@ from havic.precision import PRECISIONS
 
 __all__ = ["DERIVED", "OFFICIAL", "TARGETS", "derive", "targets"]
 
-# The official code's costs on this 2-core machine, havic-spec §16 (torch 2.13.0+cpu, 2 threads, clean
-# pass, median of 3). Peak RSS is ru_maxrss / 1024 (MiB). "above import" subtracts what the process
-# held besides the fp32 weights right after building the model (RSS after build - weights), so that
-# it compares with our peak above the RSS after `import torch` (our CUDA build of torch alone maps
-# about 500 MiB, the CPU build about 200 MiB).
+# The official code's costs on this 2-core machine, docs/official-differences.md#official-cpu-timings
+# (torch 2.13.0+cpu, 2 threads, clean pass, median of 3). Peak RSS is ru_maxrss / 1024 (MiB).
+# "above import" subtracts what the process held besides the fp32 weights right after building the
+# model (RSS after build - weights), so that it compares with our peak above the RSS after
+# `import torch` (our CUDA build of torch alone maps about 500 MiB, the CPU build about 200 MiB).
 OFFICIAL = {
-    "source": "havic-spec §16: official HEAD, torch 2.13.0+cpu, 2 threads, clean pass",
+    "source": "official code, docs/official-differences.md#official-cpu-timings (torch 2.13.0+cpu, 2 threads)",
     "pretrain_fwd_bwd_s": 15.44,
     "pretrain_fwd_bwd_cpu_s": 30.3,
     "pretrain_forward_s": 10.43,
@@ -127,8 +127,9 @@ def targets(entries: list[dict[str, Any]], full_size: bool, threads: int = 2) ->
                 e["case"])
 
     def same_run(label: str, e: dict[str, Any] | None, goal: float) -> None:
-        # Our fp32 path does the official arithmetic (the same FLOP count, havic-spec §16), so this
-        # ratio holds on any machine, while the official figures were taken on one machine only.
+        # Our fp32 path does the official arithmetic (the same FLOP count as the official model, see
+        # docs/official-differences.md#official-cpu-timings), so this ratio holds on any machine,
+        # while the official figures were taken on one machine only.
         if e is not None and "speedup_vs_fp32" in e["metrics"]:
             v = e["metrics"]["speedup_vs_fp32"]
             add(f"{label} vs our fp32 (same run)", f">= {goal}x", v, v >= goal, e["case"])

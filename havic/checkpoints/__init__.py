@@ -1,4 +1,6 @@
-"""Checkpoint files and weight conversion with strict key accounting (havic-spec §13).
+"""Checkpoint files and weight conversion with strict key accounting.
+
+See docs/official-differences.md#checkpoints-and-initialisation.
 
 Submodules, each importing only those above it:
 
@@ -7,6 +9,7 @@ Submodules, each importing only those above it:
   files and the configuration stored with them, :class:`CheckpointError`;
 * :mod:`~havic.checkpoints.strict`: :func:`load_with_report`, strict loading: a missing, unexpected
   or mis-shaped tensor that is not explicitly expected is an error that names it;
+* :mod:`~havic.checkpoints.hub`: ``hf://ORG/REPO[/FILE]`` ids resolved through the Hugging Face cache;
 * :mod:`~havic.checkpoints.rules`: the regex rename rules the converters share;
 * :mod:`~havic.checkpoints.official`: the released official HAVIC state dicts (HAVIC_PT, HAVIC_FT)
   -> the ``official`` variant (``model.variant=official``);
@@ -23,6 +26,7 @@ from havic.checkpoints.files import (
     CONFIG_KEY, MODEL_KINDS, WEIGHTS_FORMAT, WRAPPER_KEYS, CheckpointError, HavicWeights, StateDict,
     load_state_dict_file, read_safetensors_metadata, read_weights, save_safetensors, save_weights, stored_config,
 )
+from havic.checkpoints.hub import HubError, HubId, is_hub_id, parse_hub_id, resolve_weights
 from havic.checkpoints.official import (
     OFFICIAL_FIXED_TABLES, OFFICIAL_KINDS, compare_fixed_tables, convert_official_havic, load_official, official_kind,
 )
@@ -38,10 +42,11 @@ from havic.checkpoints.upstream import (
 __all__ = [
     "BACKBONE_PREFIXES", "CONFIG_KEY", "DETECTOR_HEAD_PATTERNS", "MODEL_KINDS", "OFFICIAL_FIXED_TABLES",
     "OFFICIAL_KINDS", "PRETRAIN_INIT_ONLY", "PRETRAIN_PREFIXES", "STRUCTURAL_KEYS", "WEIGHTS_FORMAT", "WRAPPER_KEYS",
-    "CheckpointError", "ConversionReport", "HavicWeights", "LoadReport", "StateDict", "check_compatible",
+    "CheckpointError", "ConversionReport", "HavicWeights", "HubError", "HubId", "LoadReport", "StateDict", "check_compatible",
     "compare_fixed_tables", "convert_audiomae", "convert_audiomae_marlin", "convert_marlin", "convert_official_havic",
-    "detector_from_pretrainer", "export_checkpoint", "fresh_model", "init_pretrainer", "init_weights",
+    "detector_from_pretrainer", "export_checkpoint", "fresh_model", "init_pretrainer", "init_weights", "is_hub_id",
     "load_detector", "load_official", "load_state_dict_file", "load_with_report", "official_kind",
-    "pretrain_to_detector", "read_init_weights", "read_safetensors_metadata", "read_weights", "save_safetensors",
+    "parse_hub_id", "pretrain_to_detector", "read_init_weights", "read_safetensors_metadata", "read_weights",
+    "resolve_weights", "save_safetensors",
     "save_weights", "stored_config",
 ]

@@ -1,10 +1,11 @@
 """Official HAVIC (HAVIC_PT / HAVIC_FT) state dicts -> the ``official`` variant of our networks.
 
-:func:`convert_official_havic` renames a released official state dict (key layout of spec §13.2)
-into ours: every official tensor lands in exactly one of our tensors or is returned as ignored with
-the reason. Our models store tokens without the official leading singleton dimensions (a CLS table
-is (S, D), not (1, S, D); a mask token (D,), not (1, 1, D)) and keep fixed sin-cos tables as
-non-persistent buffers, so those tables are not part of our state dicts:
+:func:`convert_official_havic` renames a released official state dict (key layout:
+docs/official-differences.md#official-key-layout) into ours: every official tensor lands in exactly
+one of our tensors or is returned as ignored with the reason. Our models store tokens without the
+official leading singleton dimensions (a CLS table is (S, D), not (1, S, D); a mask token (D,), not
+(1, 1, D)) and keep fixed sin-cos tables as non-persistent buffers, so those tables are not part of
+our state dicts:
 :func:`compare_fixed_tables` checks that the official ones equal our recomputed buffers, which
 tells a checkpoint made with another token layout. :func:`load_official` does all of it.
 """
@@ -37,9 +38,10 @@ _OFFICIAL_IGNORED_COMMON = [
     (r"audio_encoder\.cls_pos_embed",
      "computed then discarded by the official audio encoder: its CLS tokens carry no position (audio_cls_pos=false)"),
     (_AVIM + r"(audio_mask_token|audio_modality|audio_pos_embed|visual_mask_token|visual_pos_embedding\.emb)",
-     "never used by the official interaction module (spec §5)"),
+     "never used by the official interaction module (docs/official-differences.md#audio-visual-fusion)"),
     (_AVIM + r"blocks\.0\.self_attn_(video|audio)\..+",
-     "dead self-attention block: computed and discarded by the official interaction module (spec §5)"),
+     "dead self-attention block: computed and discarded by the official interaction module "
+     "(docs/official-differences.md#audio-visual-fusion)"),
 ]
 _OFFICIAL_IGNORED_PRETRAIN = [
     (r"visual_decoder\.pos_embedding\.emb", _FIXED),

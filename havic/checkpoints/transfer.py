@@ -1,7 +1,8 @@
 """Moving weights between stages and into runs: pretrainer -> detector, initial weights, export, inference.
 
 * :func:`pretrain_to_detector` keeps the backbone of a pretrainer (both encoders and the fusion
-  module) for a detector (spec §13.4); :func:`detector_from_pretrainer` loads it into a fresh one.
+  module) for a detector (docs/official-differences.md#fine-tuning-initialisation);
+  :func:`detector_from_pretrainer` loads it into a fresh one.
 * ``train.init_from``: :func:`read_init_weights` reads a weights file or Lightning checkpoint of
   this project, or any plain state dict in our parameter names; :func:`check_compatible` refuses
   weights trained with another network structure; :func:`init_weights` loads them strictly into
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from havic.checkpoints.files import (
     CheckpointError, StateDict, _listing, load_state_dict_file, read_weights, save_weights,
 )
+from havic.checkpoints.hub import resolve_weights
 from havic.checkpoints.official import load_official, official_kind
 from havic.checkpoints.strict import LoadReport, fresh_model, load_with_report
 
@@ -158,7 +160,8 @@ def load_detector(
     loaded strictly.
 
     Args:
-        path: the weights file.
+        path: the weights file, or a Hub id ``hf://ORG/REPO[@REVISION][/FILE]``
+            (:mod:`havic.checkpoints.hub`; read from the Hugging Face cache, downloaded if absent).
         device: where the model runs.
         official: True forces the official reading, False forbids it, None detects it.
         config_overrides: YAML files and ``key=value`` items merged over the stored configuration
@@ -174,7 +177,7 @@ def load_detector(
     from havic.config import load_config, merge_config, split_items
     from havic.models import build_model
 
-    path = Path(path)
+    path = resolve_weights(path)  # an hf://ORG/REPO[/FILE] id becomes its file in the Hub cache
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     no_heads = "it has no detection heads; fine-tune it first (tools/train.py with train.stage=finetune)"

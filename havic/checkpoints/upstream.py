@@ -1,11 +1,12 @@
 """AudioMAE + MARLIN -> the initialisation of a pretrainer.
 
-The intended mapping of spec §13.3, without the official script's bugs: the audio encoder comes
-from AudioMAE (:func:`convert_audiomae`), the video encoder and decoder from MARLIN
-(:func:`convert_marlin`); :func:`convert_audiomae_marlin` combines both and :func:`init_pretrainer`
-loads them into a freshly initialised pretrainer. Each converter accounts for every upstream key in
-its :class:`ConversionReport`: the tensor it became, or the reason it was skipped. The tensors
-neither can provide (:data:`PRETRAIN_INIT_ONLY`) keep their fresh initialisation.
+The intended mapping (docs/official-differences.md#audiomae-and-marlin-initialisation), without the
+official script's bugs: the audio encoder comes from AudioMAE (:func:`convert_audiomae`), the video
+encoder and decoder from MARLIN (:func:`convert_marlin`); :func:`convert_audiomae_marlin` combines
+both and :func:`init_pretrainer` loads them into a freshly initialised pretrainer. Each converter
+accounts for every upstream key in its :class:`ConversionReport`: the tensor it became, or the
+reason it was skipped. The tensors neither can provide (:data:`PRETRAIN_INIT_ONLY`) keep their
+fresh initialisation.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Log-mel filterbank features of the audio track, as the reference pipeline computes them.
 
-Pipeline for one clip (spec §11.3): subtract the waveform mean, Kaldi-compatible fbank (128 mel
-bins, 25 ms Hanning frames every 10 ms, no dither, no energy, HTK-compatible layout), bring the
-frame count to `n_frames` (linear time stretch in the reference code, or AudioMAE-style
-pad/crop), normalise with fixed dataset constants. Layout is (time frames, mel bins).
+Pipeline for one clip (docs/official-differences.md#audio-input): subtract the waveform mean,
+Kaldi-compatible fbank (128 mel bins, 25 ms Hanning frames every 10 ms, no dither, no energy,
+HTK-compatible layout), bring the frame count to `n_frames` (linear time stretch in the reference
+code, or AudioMAE-style pad/crop), normalise with fixed dataset constants. Layout is (time frames,
+mel bins).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ SAMPLE_RATE = 16000
 NUM_MEL_BINS = 128
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
-# Normalisation constants of the reference training and inference scripts (spec §11.3 step 5).
+# Normalisation constants of the reference training and inference scripts
+# (docs/official-differences.md#audio-input).
 FBANK_MEAN = -6.996
 FBANK_STD = 3.1205
 
@@ -200,7 +202,8 @@ def window_fbanks(
     """Model inputs of several windows cut from one waveform (sliding-window inference).
 
     By default each window is cut from the waveform and transformed on its own, exactly as the
-    reference inference does (spec §14 step 5): `features(waveform[start : start + clip])`.
+    reference inference does (docs/official-differences.md#sliding-window-inference):
+    `features(waveform[start : start + clip])`.
 
     With `reuse_whole=True` the fbank of the whole waveform is computed once and sliced at each
     window's first frame. That is mathematically the same: with snip_edges every frame sees only

@@ -362,7 +362,7 @@ def write_video_entry(
     # A file object, not a name: np.savez would append ".npz" to the temporary name.
     path = entry_path(root, key)
     with atomic_path(path) as tmp:
-        with open(tmp, "xb") as f:
+        with open(tmp, "wb") as f:  # atomic_path created (and locked) the empty file
             np.savez(f, **members)
             f.flush()
             os.fsync(f.fileno())

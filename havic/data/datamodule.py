@@ -7,7 +7,8 @@
   their splits in order, unaugmented, with ``data.eval_batch_size``.
 
 Validation uses its own held-out split: an empty validation split is an error, never a silent
-switch to the test split (the reference validates and selects models on its test split, spec §11.5).
+switch to the test split (the reference validates and selects models on its test split,
+docs/official-differences.md#fakeavceleb-split-and-labels).
 """
 from __future__ import annotations
 

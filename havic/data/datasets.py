@@ -1,12 +1,14 @@
 """Clips of the cache as model inputs: dict samples for pretraining and fine-tuning.
 
 A sample holds the face frames as the video input (``(3, F, S, S)`` float in [0, 1], not mean/std
-normalised, as in the reference, spec §11.2) and the fbank as the audio input (length fitted to the
-model's frame count and normalised at read time, spec §11.3), with the clip's labels.
+normalised, as in the reference, docs/official-differences.md#video-input) and the fbank as the
+audio input (length fitted to the model's frame count and normalised at read time,
+docs/official-differences.md#audio-input), with the clip's labels.
 
-Differences from the reference dataset (spec §18.20): an unreadable clip raises an error that names
-its cache file instead of becoming a zero tensor, and clips without audio are excluded when the
-dataset is built, with a warning and a count, instead of being silently replaced.
+Differences from the reference dataset (docs/official-differences.md#video-input): an unreadable
+clip raises an error that names its cache file instead of becoming a zero tensor, and clips without
+audio are excluded when the dataset is built, with a warning and a count, instead of being silently
+replaced.
 """
 from __future__ import annotations
 

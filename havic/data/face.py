@@ -4,9 +4,9 @@ Detectors share one small protocol (:class:`FaceDetector`): frames in, per-frame
 best first. :class:`FaceCropper` turns detections into fixed-size face crops with the official rule
 (highest-score box, width and height enlarged about the centre, clamped, cropped, resized bilinearly
 without keeping the aspect ratio) and fills frames without a detection from the nearest detected frame
-in time, within a tolerance, instead of dropping the clip (spec §18 item 16). :class:`FaceTrack` applies
-the same rule to a stream of frames (whole-video scoring), detecting each frame once and holding only
-the frames still waiting for a box.
+in time, within a tolerance, instead of dropping the clip (docs/official-differences.md#preprocessing).
+:class:`FaceTrack` applies the same rule to a stream of frames (whole-video scoring), detecting each
+frame once and holding only the frames still waiting for a box.
 """
 from __future__ import annotations
 

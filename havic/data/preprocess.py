@@ -11,7 +11,8 @@ Per video (:func:`process_video`):
    ``s_k = k * clip_seconds`` and its frames are at ``s_k + i / fps``, i < num_frames. This is the
    exact grid that inference uses. The official pipeline sampled training frames with
    ``linspace(0, n - 1, 16)`` over each re-encoded clip (about 0.21 s apart) but inference frames
-   every 0.2 s (spec §11.1, §14, §17 item 9); one grid for both is a deliberate fix;
+   every 0.2 s (docs/official-differences.md#preprocessing,
+   docs/official-differences.md#sliding-window-inference); one grid for both is a deliberate fix;
 4. detect faces once per frame (the clip's frames form the detector batches) and crop with the
    configured margin, the same as inference (the official 1.3 vs 1.0 mismatch is not kept); frames
    without a face borrow the nearest detection within ``max_gap_s``; a clip where that fails is

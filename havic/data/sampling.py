@@ -1,4 +1,4 @@
-"""Class-balanced sampling of the fine-tuning training clips (spec §11.6).
+"""Class-balanced sampling of the fine-tuning training clips (docs/official-differences.md#weighted-sampling).
 
 ``four_class`` (the reference): class = audio_label * 2 + video_label, so RVRA, RVFA, FVRA and
 FVFA clips are each drawn about a quarter of the time; ``binary``: real and fake clips are each

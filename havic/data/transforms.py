@@ -1,4 +1,6 @@
-"""Fine-tuning augmentations of one clip: video frames and the audio fbank (spec §11.4).
+"""Fine-tuning augmentations of one clip: video frames and the audio fbank.
+
+See docs/official-differences.md#augmentations.
 
 Both augmentations draw one set of random parameters per clip from a ``torch.Generator`` and
 apply it to the whole clip, so every frame of a clip sees the same flip, crop, JPEG quality, blur
@@ -103,7 +105,9 @@ class VideoAugmentParams:
 
 @dataclass
 class VideoAugment:
-    """Clip-consistent video augmentation of the reference fine-tuning (spec §11.4), in order.
+    """Clip-consistent video augmentation of the reference fine-tuning, in order.
+
+    See docs/official-differences.md#augmentations.
 
     1. horizontal flip with probability ``flip_p``;
     2. RandomResizedCrop box (area fraction ``crop_scale``, aspect ratio ``crop_ratio``, the
@@ -298,9 +302,9 @@ class AudioAugment:
 
     * ``"fixed"`` (default): the masks fill with 0, the mean of the normalised input, and the
       noise is zero-mean Gaussian, ``N(0, 1) * u * noise_scale`` with one u ~ U[0, 1) per clip.
-    * ``"official"`` (spec §11.4, §18.18): the reference masks the fbank with 0 *before*
-      normalisation, so the band holds ``(0 - norm_mean) / norm_std`` (about +2.24) afterwards,
-      and adds positive-mean noise ``U[0, 1) * u * noise_scale`` after normalisation.
+    * ``"official"`` (docs/official-differences.md#augmentations): the reference masks the fbank
+      with 0 *before* normalisation, so the band holds ``(0 - norm_mean) / norm_std`` (about +2.24)
+      afterwards, and adds positive-mean noise ``U[0, 1) * u * noise_scale`` after normalisation.
 
     Attributes:
         enabled: False returns the input unchanged.

@@ -1,4 +1,6 @@
-"""Whole-video scoring with sliding windows (spec §14), without the official pipeline's losses.
+"""Whole-video scoring with sliding windows, without the official pipeline's losses.
+
+See docs/official-differences.md#sliding-window-inference.
 
 Per video (:class:`~havic.inference.scorer.VideoScorer`):
 

@@ -1,4 +1,6 @@
-"""Stage 2: the detector (havic-spec §10, §12.2).
+"""Stage 2: the detector.
+
+See docs/official-differences.md#detector and docs/official-differences.md#fine-tuning-schedule.
 
 ``L = BCE(overall) + audio_head_weight * BCE(audio) + video_head_weight * BCE(video)``
 (:func:`havic.losses.detection_bce`; without ``model.aux_heads`` only the first term). The

@@ -1,18 +1,21 @@
-"""Stage 1: masked reconstruction, segment contrast and cross-modal semantics (havic-spec §9, §12.1).
+"""Stage 1: masked reconstruction, segment contrast and cross-modal semantics.
+
+See docs/official-differences.md#pretraining-forward and
+docs/official-differences.md#pretraining-schedule.
 
 ``L = rec_weight * L_rec + contrastive_weight * L_cl + cross_weight * L_cross``
 (:func:`havic.losses.pretraining_losses`). ``train.contrastive_group`` decides which clips the
 contrastive loss compares:
 
 * ``per_device`` (official): the clips of this device's batch, as under the official
-  ``DataParallel`` (28 clips per replica, spec §8.2);
+  ``DataParallel`` (28 clips per replica, docs/official-differences.md#segment-contrastive-loss);
 * ``global``: the segment features of all processes are gathered with gradients and the loss is
   computed on the concatenated batch, identical on every rank. The gather's backward sums the
   ranks' gradients, i.e. multiplies this rank's by the world size, and DDP's gradient averaging
   divides it again, so the parameter update equals the single-process one on the whole batch.
 
 Validation draws its masks from a generator seeded per clip (``train.val_mask_seed`` and the
-clip's dataset index), so every validation pass scores the same masks (spec §18.19).
+clip's dataset index), so every validation pass scores the same masks (docs/official-differences.md#masking).
 """
 from __future__ import annotations
 

@@ -1,14 +1,16 @@
-"""Optimisation: parameter groups, AdamW, and per-step learning-rate / beta1 schedules (havic-spec §12).
+"""Optimisation: parameter groups, AdamW, and per-step learning-rate / beta1 schedules.
+
+See docs/official-differences.md#optimisation-and-schedules.
 
 The schedules are pure functions of the optimizer step, wrapped by :class:`StepScheduler`, a
 ``LambdaLR``-style scheduler that holds no state but the step counter. That makes it
 
 * resumable: the learning rate of step ``s`` is recomputed from ``s`` alone, so loading a
   checkpoint cannot hit the official ``OneCycleLR`` resume crash (``KeyError: 'initial_lr'``,
-  spec §18.5);
+  docs/official-differences.md#pretraining-schedule);
 * safe with gradient accumulation: the schedule length is ``ceil(batches / k) * epochs`` (the
   optimizer also steps on the last, partial accumulation of an epoch) and steps past the end are
-  clamped instead of raising (the official ``ValueError`` of spec §18.8).
+  clamped instead of raising (the official ``ValueError``, docs/official-differences.md#pretraining-schedule).
 
 Schedules (``train.schedule``):
 

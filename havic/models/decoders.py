@@ -1,4 +1,4 @@
-"""Hierarchical modality-specific decoders (havic-spec §6).
+"""Hierarchical modality-specific decoders (docs/official-differences.md#hierarchical-decoders).
 
 Decoder layer l (1-based, of n = len(taps)) first runs a chain of cross-attentions to the encoder
 taps from ``taps[n - l]`` down to the shallowest tap, then one Transformer block, then the shared

@@ -1,4 +1,6 @@
-"""Video and audio ViT encoders with per-segment CLS tokens and hierarchical taps (havic-spec §2-3).
+"""Video and audio ViT encoders with per-segment CLS tokens and hierarchical taps.
+
+See docs/official-differences.md#encoders.
 
 Both encoders: patch embedding + positions -> optional masking (keep indices) -> one CLS token
 prepended to each of the S segments -> pre-norm blocks. The outputs of the tapped blocks (default

@@ -1,4 +1,7 @@
-"""Audio-visual interaction and cross-modal semantic translators (havic-spec §5, §7)."""
+"""Audio-visual interaction and cross-modal semantic translators.
+
+See docs/official-differences.md#audio-visual-fusion and docs/official-differences.md#semantic-translators.
+"""
 from __future__ import annotations
 
 import torch

@@ -136,7 +136,7 @@ class HavicPretrainer(_Backbone):
         self, video: Tensor, audio: Tensor, ids_keep: MaskIds | None = None,
         generator: torch.Generator | None = None,
     ) -> PretrainOutput:
-        """One pretraining pass (havic-spec §9).
+        """One pretraining pass (docs/official-differences.md#pretraining-forward).
 
         Args:
             video: (B, 3, T, H, W) RGB in [0, 1].

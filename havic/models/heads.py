@@ -1,4 +1,7 @@
-"""Detection heads: token pooling, layer weighting and MLP classifiers (havic-spec §10)."""
+"""Detection heads: token pooling, layer weighting and MLP classifiers.
+
+See docs/official-differences.md#detector.
+"""
 from __future__ import annotations
 
 from typing import Sequence

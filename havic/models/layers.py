@@ -1,4 +1,6 @@
-"""Transformer building blocks shared by encoders, decoders and fusion (havic-spec §1).
+"""Transformer building blocks shared by encoders, decoders and fusion.
+
+See docs/official-differences.md#attention-and-blocks.
 
 All attention goes through :func:`torch.nn.functional.scaled_dot_product_attention`, so the fused
 kernels (flash / memory-efficient) are used on GPUs and the math kernel on CPU.
@@ -116,7 +118,7 @@ class Block(nn.Module):
 
 
 class HierarchicalCrossAttention(nn.Module):
-    """Decoder cross-attention to one encoder level ("HiA", havic-spec §1.4).
+    """Decoder cross-attention to one encoder level ("HiA", docs/official-differences.md#decoder-cross-attention).
 
     The encoder feature is projected to the decoder width; queries come from the normalised
     decoder stream; there is no output projection; the residual is added to the *normalised*
@@ -149,7 +151,7 @@ class HierarchicalCrossAttention(nn.Module):
 
 
 class CrossModalAttention(nn.Module):
-    """One direction of the audio-visual interaction (havic-spec §1.5).
+    """One direction of the audio-visual interaction (docs/official-differences.md#fusion-cross-attention).
 
     ``h = X + Wo·Attn(Wq LN(X), Wk LN(Y), Wv Y)``; returns ``h + MLP(LN(h))``. Values are read from
     the *un-normalised* context, as in the released weights.

@@ -1,4 +1,4 @@
-"""Vectorised masking: which tokens an encoder sees during pretraining (havic-spec §4).
+"""Vectorised masking: which tokens an encoder sees during pretraining (docs/official-differences.md#masking).
 
 Keep indices (``ids_keep``) are laid out segment by segment, so that the visible tokens of one
 segment stay contiguous (per-segment CLS insertion and segment pooling rely on it). Within a

@@ -2,7 +2,8 @@
 
 A segment is a contiguous block of ``num_tokens / num_segments`` tokens in token order. For video
 (time-major tubelets) a segment is always a time span. For audio the token order is a switch
-(havic-spec §2.2, §2.4):
+(docs/official-differences.md#patch-embeddings-and-token-order,
+docs/official-differences.md#the-audio-segment-bug):
 
 * ``"time"`` (paper): the fbank image is (time, mel), tokens run time-major, so each segment is a
   time span (0.4 s at full size) aligned with one video tubelet step;
@@ -181,7 +182,10 @@ class AudioGrid:
         return torch.arange(self.num_tokens) // (self.num_tokens // self.num_segments)
 
     def position_table(self, dim: int) -> Tensor:
-        """(L, dim): first half encodes the time patch, second half the mel band (spec §1.3)."""
+        """(L, dim): first half encodes the time patch, second half the mel band.
+
+        See docs/official-differences.md#sin-cos-tables.
+        """
         return sincos_2d(self.token_time(), self.token_mel(), dim)
 
     def patchify(self, audio: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Fixed sinusoidal position tables (havic-spec §1.3).
+"""Fixed sinusoidal position tables (docs/official-differences.md#sin-cos-tables).
 
 Every table uses the *interleaved* layout of the official code and MARLIN: for position p and
 i = 0 .. d/2-1, ``e[2i] = sin(p * 10000^(-i/(d/2)))`` and ``e[2i+1] = cos(...)``. (MAE puts all sines
@@ -33,7 +33,7 @@ def sincos_2d(first: Tensor, second: Tensor, dim: int) -> Tensor:
     """Two-axis table: the first half of the width encodes ``first``, the second half ``second``.
 
     The official audio table passes the time-patch index as ``first`` and the mel-band index as
-    ``second`` (spec §1.3), whatever the token order.
+    ``second`` (docs/official-differences.md#sin-cos-tables), whatever the token order.
 
     Args:
         first: (N,) position of every token along the first axis.

@@ -47,7 +47,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# folder -> (short code, audio_label, video_label); labels from the folder (havic-spec §11.5).
+# folder -> (short code, audio_label, video_label); labels from the folder
+# (docs/official-differences.md#fakeavceleb-split-and-labels).
 TYPES = {
     "RealVideo-RealAudio": ("RVRA", 0, 0),
     "RealVideo-FakeAudio": ("RVFA", 1, 0),
