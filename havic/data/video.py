@@ -536,7 +536,10 @@ def write_video(
         with av.open(str(tmp), mode="w") as container:
             vs = container.add_stream("libx264", rate=rate)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            vs.options = {"crf": str(crf)}
+            # mbtree=0: x264's macroblock-tree rate control reads memory it has not written on this
+            # build, so the same frames encoded twice came out different (up to 38 grey levels after
+            # decoding); without it the encoder is deterministic and seeded datasets are reproducible.
+            vs.options = {"crf": str(crf), "x264-params": "mbtree=0"}
             if pts_seconds is not None:
                 # A fine clock so arbitrary presentation times are representable.
                 vs.codec_context.time_base = Fraction(1, 90000)
