@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from havic.data import audio as audio_frontend
+from havic.variants import VARIANT_SWITCHES, fill_audio_norm
 
 # The configuration files ship inside the package (the top-level configs/ of a checkout links here),
 # so an installed wheel reads the same defaults.yaml and experiment files.
@@ -80,6 +81,9 @@ class ModelConfig:
     video_drop_path: Optional[float] = None
     audio_drop_path: Optional[float] = None
     teacher_drop_path: Optional[bool] = None
+    audio_norm_eps: Optional[float] = None
+    init_audio_pos_from_upstream: Optional[bool] = None
+    init_audio_modality_zero: Optional[bool] = None
 
 
 @dataclass
@@ -113,14 +117,18 @@ class FaceConfig:
 
 @dataclass
 class AudioFeatureConfig:
-    """Kaldi fbank parameters; mel bins and frame count come from ``model.audio``."""
+    """Kaldi fbank parameters; mel bins and frame count come from ``model.audio``.
+
+    ``norm_preset`` names the normalisation and fills ``norm_mean`` / ``norm_std`` (:func:`resolve_variant`).
+    """
 
     sample_rate: int = audio_frontend.SAMPLE_RATE
     frame_length_ms: float = audio_frontend.FRAME_LENGTH_MS
     frame_shift_ms: float = audio_frontend.FRAME_SHIFT_MS
     length_policy: str = "stretch"
-    norm_mean: float = audio_frontend.FBANK_MEAN
-    norm_std: float = audio_frontend.FBANK_STD
+    norm_preset: Optional[str] = None
+    norm_mean: Optional[float] = None
+    norm_std: Optional[float] = None
 
 
 @dataclass
@@ -215,6 +223,7 @@ class TrainConfig:
     name: Optional[str] = None
     run_dir: str = "runs"
     init_from: Optional[str] = None
+    allow_scratch: bool = False
     resume: Optional[str] = None
     global_batch_size: Optional[int] = None
     lr: float = 1.5e-4
@@ -253,6 +262,7 @@ class InferConfig:
     max_seconds: Optional[float] = None
     precision: str = "fp32"
     threshold: float = 0.5
+    preset: str = "corrected"
 
 
 @dataclass
@@ -264,34 +274,6 @@ class HavicConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
 
-
-# Every difference between the official code and the paper (docs/official-differences.md#variant-switches).
-VARIANT_SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
-    "official": {
-        "model": {
-            "audio_token_order": "mel",  # segments are mel bands: docs/official-differences.md#the-audio-segment-bug
-            "audio_cls_pos": False,  # computed then overwritten in the official code
-            "fusion_double_residual": True,  # X + (X + o + MLP): docs/official-differences.md#audio-visual-fusion
-            "fusion_self_attention": False,  # computed and discarded officially: not built
-            "video_drop_path": 0.1,  # hard-coded in the official Block3d
-            "audio_drop_path": 0.0,
-            "teacher_drop_path": True,  # targets in train mode: docs/official-differences.md#semantic-targets-and-loss
-        },
-        "loss": {"rec_tokens": "all"},
-    },
-    "paper": {
-        "model": {
-            "audio_token_order": "time",  # each segment is one 0.4 s time span
-            "audio_cls_pos": True,
-            "fusion_double_residual": False,
-            "fusion_self_attention": True,  # "cross-attention followed by a Transformer block"
-            "video_drop_path": 0.1,
-            "audio_drop_path": 0.0,
-            "teacher_drop_path": False,  # deterministic targets
-        },
-        "loss": {"rec_tokens": "masked"},  # Eq. 1
-    },
-}
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.variant": tuple(VARIANT_SWITCHES),
@@ -308,6 +290,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.contrastive_group": ("per_device", "global"),
     "infer.aggregate": ("mean", "max", "lse"),
     "infer.precision": ("fp32", "bf16", "fp16"),
+    "infer.preset": ("corrected", "official"),
 }
 
 
@@ -316,14 +299,19 @@ class ConfigError(ValueError):
 
 
 def resolve_variant(cfg: DictConfig) -> DictConfig:
-    """Fill every ``None`` variant switch from the preset of ``cfg.model.variant``."""
+    """Fill every ``None`` variant switch from the preset of ``cfg.model.variant``, then the audio normalisation."""
     variant = cfg.model.variant
     if variant not in VARIANT_SWITCHES:
         raise ConfigError(f"model.variant={variant!r}: expected one of {sorted(VARIANT_SWITCHES)}")
     for section, switches in VARIANT_SWITCHES[variant].items():
+        node = OmegaConf.select(cfg, section)
         for key, value in switches.items():
-            if cfg[section][key] is None:
-                cfg[section][key] = value
+            if node[key] is None and f"{section}.{key}" != "data.audio.norm_preset":  # filled below
+                node[key] = value
+    try:
+        fill_audio_norm(cfg.data.audio, variant)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return cfg
 
 
@@ -370,7 +358,8 @@ def _merge(cfg: DictConfig, layer: DictConfig | ListConfig, origin: str) -> Dict
         return OmegaConf.merge(cfg, layer)
     except (ConfigKeyError, ValidationError) as err:
         key = getattr(err, "full_key", None) or ""
-        raise ConfigError(f"{origin}: invalid key or value {key!r}: {err.msg}") from None
+        reason = (err.msg.strip().splitlines() or [""])[0]  # OmegaConf appends full_key / type lines
+        raise ConfigError(f"{origin}: invalid key or value {key!r}: {reason}") from None
 
 
 def _layers(files: Sequence[str | os.PathLike]) -> list[tuple[str, DictConfig]]:

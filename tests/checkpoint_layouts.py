@@ -222,9 +222,20 @@ def upstream_layout(m, audiomae_decoder_blocks: int = 16) -> tuple[dict, dict]:
     return am, mar
 
 
+def marlin_table(n: int, d: int) -> torch.Tensor:
+    """MARLIN's ``SinCosPositionalEmbedding`` as marlin-pytorch builds it (float32): (1, n, d)."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    table = pos / torch.tensor(10000).pow(2 * torch.div(torch.arange(d), 2, rounding_mode="trunc") / d)
+    table[:, 0::2], table[:, 1::2] = table[:, 0::2].sin(), table[:, 1::2].cos()
+    return table[None]
+
+
 def random_state_dict(layout: dict, seed: int) -> dict[str, torch.Tensor]:
+    """N(0, 1) tensors for a layout; MARLIN's fixed tables (``*.pos_embedding.emb``) hold their true values."""
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(s, generator=g) for k, s in layout.items()}
+    sd = {k: torch.randn(s, generator=g) for k, s in layout.items()}
+    sd.update({k: marlin_table(*s[1:]) for k, s in layout.items() if k.endswith(".pos_embedding.emb")})
+    return sd
 
 
 def read_key_dump(path: Path) -> dict[str, tuple[int, ...]]:

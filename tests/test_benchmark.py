@@ -248,10 +248,10 @@ class _Recorder(torch.nn.Module):
 
 
 def test_official_baseline_sees_the_inputs_of_our_pipeline(tmp_path):
-    # With the official crop rule (margin 1.0, not square) both pipelines must build the same windows
-    # from the same frames; then the video baseline measures the official costs of our work.
-    cfg = load_config([CONFIG_DIR / "tiny.yaml"],
-                      ["data.face.detector=haar", "data.face.margin=1.0", "data.face.square=false"])
+    # The baseline's files (frame and face PNGs, a 16-bit wav) must hold exactly what our official
+    # preset scores: the same frames, boxes, crops and resize, the same untrimmed track cut the same
+    # way; then the baseline measures the official costs of our work.
+    cfg = load_config([CONFIG_DIR / "tiny.yaml"], ["data.face.detector=haar", "infer.preset=official"])
     file = synthetic_talking_video(tmp_path / "video")
     stride = official_stride(cfg)
     torch.manual_seed(0)
@@ -260,23 +260,13 @@ def test_official_baseline_sees_the_inputs_of_our_pipeline(tmp_path):
     got = official_inputs(file, cfg, face_detector(cfg), tmp_path / "official", MAX_SECONDS, stride, stats)
     assert got is not None and stats["frames_without_face"] == 0
     video, audio = got
-    n = video.shape[0]
     recorder = _Recorder(model)
     scorer = VideoScorer(recorder, cfg, build_cropper(cfg), batch_size=64, hop_s=stride / float(cfg.data.fps),
                          max_seconds=MAX_SECONDS)
     pred = scorer.score(file)
-    assert pred.error is None
-    ours_video, ours_audio = torch.cat(recorder.videos), torch.cat(recorder.audios)
-    # Our windows: the official grid, then one window aligned to the end of the scored seconds.
-    assert n >= 2 and pred.window_starts[:n] == pytest.approx([k * stride / cfg.data.fps for k in range(n)])
-    assert ours_video.shape[0] - n in (0, 1)
-    # Same frames, same boxes, same crop rule and resize: the same pixels.
-    assert torch.equal(ours_video[:n], video)
-    # The audio differs only by the 16-bit wav round trip and fbank rounding; a window off by one hop
-    # differs by about one standard deviation on average.
-    diff = (ours_audio[:n] - audio).abs()
-    assert diff.max() < 0.1 and diff.mean() < 0.01
-    assert (ours_audio[1:n] - audio[: n - 1]).abs().mean() > 0.3
+    assert pred.error is None and pred.n_windows == video.shape[0] >= 2
+    torch.testing.assert_close(torch.cat(recorder.videos), video, rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat(recorder.audios), audio, rtol=0, atol=0)
     with torch.inference_mode():
         official_logits = model(video, audio).logit
-    assert official_logits.tolist() == pytest.approx(pred.window_logits[:n], abs=5e-3)
+    assert official_logits.tolist() == pytest.approx(pred.window_logits, abs=1e-6)

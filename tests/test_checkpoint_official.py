@@ -8,10 +8,11 @@ import torch
 
 from havic import checkpoints as ck
 from havic.config import load_config
+from havic.checkpoints.official import recomputed_fixed_tables
 from havic.models import build_model
 
 from checkpoint_layouts import (
-    AVIM, expected_official_ignored, official_layout, official_state_dict, small, small_official,
+    AVIM, expected_official_ignored, official_layout, official_state_dict, official_tables, small, small_official,
 )
 from official_forward import official_detector_forward, official_pretrainer_forward, small_inputs
 
@@ -43,7 +44,8 @@ def test_official_full_size_layout_converts_to_our_shapes(kind, n_tensors, n_par
     for key, shape in FULL_DOCUMENTED_SHAPES.items():
         assert key not in layout or layout[key] == shape, key
     sd = {k: torch.zeros(()).expand(s) for k, s in layout.items()}  # shapes only, no memory
-    ours, ignored = ck.convert_official_havic(sd, kind)
+    sd.update({k: v for k, v in official_tables(cfg.model).items() if k in sd})  # the checked fixed tables
+    ours, ignored = ck.convert_official_havic(sd, kind, cfg.model)
     assert set(ignored) == expected_official_ignored(layout, kind)
     with torch.device("meta"):
         model = build_model(cfg.model, kind)
@@ -57,8 +59,12 @@ def test_official_conversion_is_a_bijection(kind, n_tensors):
     assert len(layout) == n_tensors
     names = list(layout)
     sd = {k: torch.full(s, float(i + 1)) for i, (k, s) in enumerate(layout.items())}  # unique constant per tensor
-    ours, ignored = ck.convert_official_havic(sd, kind)
+    # Constant "tables" are no sin-cos tables: only the explicit opt-out converts them.
+    with pytest.raises(ck.CheckpointError, match="fixed tables differ from ours"):
+        ck.convert_official_havic(sd, kind, cfg.model)
+    ours, ignored = ck.convert_official_havic(sd, kind, cfg.model, allow_table_mismatch=True)
     assert set(ignored) == expected_official_ignored(layout, kind) and all(ignored.values())
+    assert all("allow_table_mismatch" in ignored[k] for k in ck.OFFICIAL_FIXED_TABLES if k in sd)
     model = build_model(cfg.model, kind)
     report = ck.load_with_report(model, ours)  # strict: nothing missing, unexpected or mis-shaped
     assert report.missing == [] and len(report.loaded) == n_tensors - len(ignored)
@@ -104,22 +110,56 @@ def test_official_conversion_rejects_unknown_and_misfiled_keys():
     m = small_official().model
     pt = {k: torch.zeros(s) for k, s in official_layout(m, "pretrain").items()}
     with pytest.raises(ck.CheckpointError, match="use kind='pretrain'.*visual_decoder"):
-        ck.convert_official_havic(pt, "detector")
+        ck.convert_official_havic(pt, "detector", m)
     ft = {k: torch.zeros(s) for k, s in official_layout(m, "detector").items()}
     ft["audio_encoder.blocks.0.attn.k_bias"] = torch.zeros(32)
     with pytest.raises(ck.CheckpointError, match=r"1 official keys match no rule.*attn\.k_bias"):
-        ck.convert_official_havic(ft, "detector")
+        ck.convert_official_havic(ft, "detector", m)
     ft = {k: torch.zeros(s) for k, s in official_layout(m, "detector").items()}
     ft["audio_encoder.modality"] = torch.zeros(2, 1, 32)
     with pytest.raises(ck.CheckpointError, match=r"audio_encoder\.modality: .*\[2, 1, 32\]"):
-        ck.convert_official_havic(ft, "detector")
+        ck.convert_official_havic(ft, "detector", m)
+
+
+def test_official_conversion_refuses_fixed_tables_of_another_layout_unless_allowed():
+    cfg = small_official()
+    sd = official_state_dict(cfg.model, "pretrain")
+    # The audio tables of a time-major checkpoint: same shapes, other values (another token layout).
+    paper = small("paper", "model.depth=12", "model.taps=[3,6,9,12]").model
+    time_major = {k: v[None] for k, v in recomputed_fixed_tables(paper).items() if k.startswith(("A2V", "audio_"))}
+    other = {**sd, **time_major}
+    with pytest.raises(ck.CheckpointError, match=r"fixed tables differ from ours \(max abs difference: "
+                                                 r"audio_decoder\.decoder_pos_embed \d\.\d+, A2V\.audio_pos_embed"):
+        ck.convert_official_havic(other, "pretrain", cfg.model)
+    with pytest.raises(ck.CheckpointError, match="fixed tables differ from ours"):  # the loaders refuse it too
+        ck.load_official(other, "pretrain", cfg)
+    ours, ignored = ck.convert_official_havic(other, "pretrain", cfg.model, allow_table_mismatch=True)
+    assert "differs from the recomputed buffer by" in ignored["A2V.audio_pos_embed"]
+    assert "allow_table_mismatch" in ignored["audio_decoder.decoder_pos_embed"]
+    assert ignored["visual_encoder.pos_embedding.emb"].startswith("fixed sin-cos table") and "equal within" in (
+        ignored["visual_encoder.pos_embedding.emb"])
+    clean, _ = ck.convert_official_havic(sd, "pretrain", cfg.model)
+    assert ours.keys() == clean.keys() and all(torch.equal(ours[k], clean[k]) for k in ours)  # tables are not ours
+    model, report, tables = ck.load_official(other, "pretrain", cfg, allow_table_mismatch=True)
+    assert tables["A2V.audio_pos_embed"] > 0.1 and tables["visual_encoder.pos_embedding.emb"] < 1e-5
+    assert report.ignored["A2V.audio_pos_embed"] == ignored["A2V.audio_pos_embed"]
+
+
+@pytest.mark.parametrize("variant", ["official", "paper"])
+def test_recomputed_fixed_tables_are_the_model_buffers(variant):
+    cfg = small(variant, "model.depth=12", "model.taps=[3,6,9,12]")
+    buffers = dict(build_model(cfg.model, "pretrain").named_buffers())
+    tables = recomputed_fixed_tables(cfg.model)
+    assert set(tables) == set(ck.OFFICIAL_FIXED_TABLES)
+    for key, ours in ck.OFFICIAL_FIXED_TABLES.items():
+        assert torch.equal(tables[key], buffers[ours]), key
 
 
 def test_converted_detector_matches_the_official_forward():
     cfg = small_official()
     sd = official_state_dict(cfg.model, "detector")
     model = build_model(cfg.model, "detector").eval()
-    ck.load_with_report(model, ck.convert_official_havic(sd, "detector")[0])
+    ck.load_with_report(model, ck.convert_official_havic(sd, "detector", cfg.model)[0])
     video, audio = small_inputs()
     with torch.no_grad():
         out = model(video, audio)
@@ -134,7 +174,7 @@ def test_converted_pretrainer_matches_the_official_forward():
     cfg = small_official()
     sd = official_state_dict(cfg.model, "pretrain", seed=1)
     model = build_model(cfg.model, "pretrain").eval()
-    ck.load_with_report(model, ck.convert_official_havic(sd, "pretrain")[0])
+    ck.load_with_report(model, ck.convert_official_havic(sd, "pretrain", cfg.model)[0])
     video, audio = small_inputs()
     ids = model.draw_masks(2, torch.device("cpu"), torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -160,12 +200,12 @@ def test_load_official_builds_loads_and_checks_the_fixed_tables():
     cfg = small_official()
     sd = official_state_dict(cfg.model, "detector")
     model, report, tables = ck.load_official(sd, "detector", cfg)
-    ours, ignored = ck.convert_official_havic(sd, "detector")
+    ours, ignored = ck.convert_official_havic(sd, "detector", cfg.model)
     assert report.ignored == ignored and set(report.loaded) == set(ours) and not report.missing
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ours.items())
     assert set(tables) == {k for k in ck.OFFICIAL_FIXED_TABLES if k in sd} and max(tables.values()) < 1e-5
     shifted = {**sd, "visual_encoder.pos_embedding.emb": sd["visual_encoder.pos_embedding.emb"] + 0.1}
-    with pytest.raises(ck.CheckpointError, match=r"fixed tables differ from ours \(\{'visual_encoder\.pos_embedding"):
+    with pytest.raises(ck.CheckpointError, match=r"differ from ours \(max abs difference: visual_encoder\S+ 0\.1"):
         ck.load_official(shifted, "detector", cfg)
     with pytest.raises(ck.CheckpointError, match="does not fit the official variant"):
         ck.load_official(sd, "detector", small("official"))  # 2 blocks; the state dict has 12

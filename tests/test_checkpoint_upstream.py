@@ -37,13 +37,37 @@ def expected_source(target: str) -> tuple[str, str]:
     return "marlin", "decoder." + marlin(re.sub(r"^heads\.\d+\.", "head.", key))
 
 
+def audio_grid(m) -> AudioGrid:
+    return AudioGrid(m.audio.num_frames, m.audio.num_mel_bins, m.audio.patch_size, m.num_segments,
+                     m.audio_token_order)
+
+
+def audiomae_row(k: int, grid: AudioGrid) -> int:
+    """Row of AudioMAE's ``pos_embed`` for our audio token k: row 0 is its CLS token, then time-major patches."""
+    if grid.order == "time":  # our token k = t * n_mel + f
+        t, f = divmod(k, grid.mel_patches)
+    else:  # our token k = f * n_time + t
+        f, t = divmod(k, grid.time_patches)
+    return 1 + t * grid.mel_patches + f
+
+
 def check_audiomae_marlin(partial, report, audiomae, marlin, model_cfg, shapes):
     """Every upstream tensor accounted for, every converted tensor equal to its intended source."""
+    by_variant = {"audio_encoder.pos_embed": model_cfg.init_audio_pos_from_upstream,
+                  "audio_encoder.modality": model_cfg.init_audio_modality_zero}
     expected_keys = {k for k in shapes if not any(fnmatch.fnmatchcase(k, p) for p in ck.PRETRAIN_INIT_ONLY)}
-    assert set(partial) == expected_keys
+    assert set(partial) == expected_keys | {k for k, on in by_variant.items() if on}
     sources = {"audiomae": audiomae, "marlin": marlin}
     d = audiomae["norm.weight"].numel()
     for target, value in partial.items():
+        if target == "audio_encoder.pos_embed":
+            grid = audio_grid(model_cfg)
+            rows = [audiomae_row(k, grid) for k in range(grid.num_tokens)]
+            assert torch.equal(value, audiomae["pos_embed"][0, rows]), target
+            continue
+        if target == "audio_encoder.modality":
+            assert torch.equal(value, torch.zeros(d)), target
+            continue
         ckpt, key = expected_source(target)
         src = sources[ckpt][key]
         if ckpt == "audiomae" and target.endswith("attn.q_bias"):
@@ -57,15 +81,24 @@ def check_audiomae_marlin(partial, report, audiomae, marlin, model_cfg, shapes):
         assert torch.equal(value, src), target
     heads = [partial[f"video_decoder.heads.{i}.weight"] for i in range(len(model_cfg.taps))]
     assert len({h.data_ptr() for h in heads}) == len(heads)  # copies, not one shared tensor
-    used = {re.sub(r"\[.*|\s.*", "", s) for s in report.loaded.values()}
+    used = {re.sub(r"\[.*|\s.*", "", s) for s in report.loaded.values() if not s.startswith("zeros (")}
     skipped = {re.sub(r"\[.*", "", s) for s in report.skipped}
     every = {f"audiomae:{k}" for k in audiomae} | {f"marlin:{k}" for k in marlin}
     assert used | skipped == every and all(report.skipped.values())
-    expected_skipped = ({f"audiomae:{k}" for k in audiomae if not k.startswith(("patch_embed.", "blocks.", "norm."))}
+    not_encoder = {k for k in audiomae if not k.startswith(("patch_embed.", "blocks.", "norm."))}
+    if model_cfg.init_audio_pos_from_upstream:  # only its CLS row is left out
+        not_encoder = (not_encoder - {"pos_embed"}) | {"pos_embed[0:1]"}
+    expected_skipped = ({f"audiomae:{k}" for k in not_encoder}
                         | {f"audiomae:{k}[{d}:{2 * d}]" for k in audiomae
                            if re.fullmatch(r"blocks\.\d+\.attn\.qkv\.bias", k)}
                         | {"marlin:encoder.pos_embedding.emb", "marlin:decoder.pos_embedding.emb"})
     assert set(report.skipped) == expected_skipped
+    # The reasons say what each variant does with AudioMAE's table.
+    if model_cfg.init_audio_pos_from_upstream:
+        assert "global CLS token" in report.skipped["audiomae:pos_embed[0:1]"]
+    else:
+        assert "init_audio_pos_from_upstream=false" in report.skipped["audiomae:pos_embed"]
+    assert "equal within" in report.skipped["marlin:encoder.pos_embedding.emb"]
 
 
 def fbank_patch_tokens(weight, bias, fbank, grid: AudioGrid):
@@ -95,7 +128,8 @@ def test_audiomae_marlin_full_size_mapping(upstream_full, variant):
     audiomae, marlin = upstream_full
     cfg = load_config(overrides=[f"model.variant={variant}"])
     partial, report = ck.convert_audiomae_marlin(audiomae, marlin, cfg.model)
-    assert len(partial) == 384  # 160 from AudioMAE (incl. 24 split biases) + 224 from MARLIN (4 heads)
+    # 160 from AudioMAE (incl. 24 split biases) + 224 from MARLIN (4 heads); paper: + positions, modality
+    assert len(partial) == {"official": 384, "paper": 386}[variant]
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in build_model(cfg.model, "pretrain").state_dict().items()}
     check_audiomae_marlin(partial, report, audiomae, marlin, cfg.model, shapes)
@@ -168,7 +202,13 @@ def test_audiomae_marlin_rejects_unknown_keys_and_wrong_sizes():
     with pytest.raises(ck.CheckpointError, match=r"audio_encoder\.blocks\.7\.norm1\.weight does not exist"):
         ck.convert_audiomae_marlin(deeper, marlin, cfg.model)
     with pytest.raises(ck.CheckpointError, match=r"patch_embed\.proj\.weight -> .* does not fit"):
+        ck.convert_audiomae_marlin(audiomae, marlin, small("paper", "model.audio.patch_size=16",
+                                                           "model.init_audio_pos_from_upstream=false").model)
+    with pytest.raises(ck.CheckpointError, match=r"audiomae:pos_embed: 33 positions, expected 1 \+ 8 .*4 x 2 patch"):
         ck.convert_audiomae_marlin(audiomae, marlin, small("paper", "model.audio.patch_size=16").model)
+    shifted = {**marlin, "decoder.pos_embedding.emb": marlin["decoder.pos_embedding.emb"] + 0.01}
+    with pytest.raises(ck.CheckpointError, match=r"marlin:decoder\.pos_embedding\.emb: differs .* by 0\.01"):
+        ck.convert_marlin(shifted, cfg.model)
 
 
 @pytest.mark.parametrize("variant", ["official", "paper"])
@@ -186,7 +226,8 @@ def test_audiomae_marlin_is_the_union_of_the_two_conversions(variant):
     # Each converter fills its own part of the pretrainer and reports only its own keys.
     assert all(k.startswith("audio_encoder.") for k in audio)
     assert all(k.startswith(("video_encoder.", "video_decoder.")) for k in video)
-    assert all(s.startswith("audiomae:") for s in [*audio_report.loaded.values(), *audio_report.skipped])
+    assert all(s.startswith(("audiomae:", "zeros (AudioMAE adds no modality token"))
+               for s in [*audio_report.loaded.values(), *audio_report.skipped])
     assert all(s.startswith("marlin:") for s in [*video_report.loaded.values(), *video_report.skipped])
     with pytest.raises(ck.CheckpointError, match=r"1 upstream keys match no rule: marlin:decoder\.extra"):
         ck.convert_marlin({**marlin, "decoder.extra": torch.zeros(1)}, cfg.model)

@@ -32,7 +32,7 @@ def test_paper_is_the_default_and_switches_are_resolved():
     assert cfg.model.variant == "paper"
     for section, switches in VARIANT_SWITCHES["paper"].items():
         for key, value in switches.items():
-            assert cfg[section][key] == value
+            assert OmegaConf.select(cfg, f"{section}.{key}") == value  # sections are dotted paths
 
 
 def test_official_variant_file_sets_every_official_switch():

@@ -207,6 +207,88 @@ def test_rotation_metadata_is_applied(tmp_path, rotation):
     assert np.abs(small[0].astype(int) - expected[::2, ::2]).mean() < 12
 
 
+# --- audio: downmix and length -----------------------------------------------------------------
+
+def _write_with_audio(path: Path, channels: np.ndarray, codec: str, rate: int) -> Path:
+    """Five black frames and one audio stream of `channels` ((C, S): float in [-1, 1], or int16 for PCM)."""
+    layout = {1: "mono", 2: "stereo"}[channels.shape[0]]
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=5)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        astream = c.add_stream(codec, rate=rate, layout=layout)
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 5)
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode(None))
+        if channels.dtype == np.int16:                    # packed: L R L R ...
+            data, fmt = channels.T.reshape(1, -1), "s16"
+        else:
+            data, fmt = channels.astype(np.float32), "fltp"
+        step = 4096 * (channels.shape[0] if fmt == "s16" else 1)
+        for start in range(0, data.shape[1], step):
+            aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, start:start + step]), format=fmt,
+                                                layout=layout)
+            aframe.sample_rate, aframe.pts = rate, start // (step // 4096)
+            aframe.time_base = Fraction(1, rate)
+            c.mux(astream.encode(aframe))
+        c.mux(astream.encode(None))
+    return path
+
+
+def _plain_mono(path: Path, rate: int = SR) -> np.ndarray:
+    """Every sample through PyAV's resampler alone (mono, float): the decoding before the downmix fix."""
+    out = []
+    with av.open(str(path)) as c:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        for frame in c.decode(audio=0):
+            out += [o.to_ndarray().reshape(-1) for o in resampler.resample(frame)]
+        out += [o.to_ndarray().reshape(-1) for o in resampler.resample(None)]
+    return np.concatenate(out)
+
+
+def test_stereo_downmix_is_the_mean_of_the_channels(tmp_path):
+    # 16-bit PCM decodes exactly, so the mix is checked to the last bit: (L + R) / 2, as `ffmpeg -ac 1`
+    # writes it into the reference wav files; unscaled float output would be (L + R) / sqrt(2).
+    lr = np.random.default_rng(0).integers(-20000, 20000, (2, SR), dtype=np.int16)
+    path = _write_with_audio(tmp_path / "pcm.mkv", lr, "pcm_s16le", SR)
+    expected = (lr[0].astype(np.float32) + lr[1].astype(np.float32)) / 65536
+    np.testing.assert_array_equal(read_audio(path), expected)
+    np.testing.assert_array_equal(read_audio(path, trim=False), expected)
+
+
+@pytest.mark.parametrize("sign, gain", [(1, 1.0), (-1, 0.0)])
+def test_stereo_aac_downmix(tmp_path, sign, gain):
+    # AAC at 44.1 kHz: the same tone on both channels comes back at its own level (not 3 dB louder);
+    # opposite channels cancel.
+    t = np.arange(2 * 44100) / 44100
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    wave = read_audio(_write_with_audio(tmp_path / "aac.mp4", np.stack([tone, sign * tone]), "aac", 44100))
+    level = np.sqrt(np.mean(wave[1600:-1600] ** 2)) / (0.3 / np.sqrt(2))
+    assert level == pytest.approx(gain, abs=0.02)
+
+
+@pytest.mark.parametrize("rate", [SR, 44100])
+def test_mono_audio_is_unchanged_by_the_downmix_fix(tmp_path, rate):
+    t = np.arange(round(1.7 * rate)) / rate
+    path = _write_with_audio(tmp_path / "mono.mp4", (0.3 * np.sin(2 * np.pi * 440 * t))[None], "aac", rate)
+    plain = _plain_mono(path)
+    np.testing.assert_array_equal(read_audio(path, trim=False), plain)
+    trimmed = read_audio(path)
+    np.testing.assert_array_equal(trimmed, plain[: trimmed.size])
+
+
+def test_untrimmed_audio_keeps_the_aac_padding(tmp_path):
+    # 16 kHz AAC, nothing resampled: the decoder gives whole 1024-sample frames (the priming frame
+    # dropped), the last one padded; trimming cuts that padding back to the stream duration (which
+    # the container keeps in milliseconds: 1.688 s for 27,000 samples).
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(27000) / SR)
+    path = _write_with_audio(tmp_path / "mono.mp4", tone[None], "aac", SR)
+    full, trimmed = read_audio(path, trim=False), read_audio(path)
+    assert full.size == 27 * 1024 and trimmed.size == 27008
+    np.testing.assert_array_equal(full[:27008], trimmed)
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 def test_media_error_fields_and_pickling():

@@ -3,17 +3,16 @@
 The official evaluation script scores a video through files: frames decoded on the 1/fps grid and
 written as PNG files, the face detector run on each frame file alone at full resolution (crop
 margin 1.0), each face written as PNG and read back, the audio track written to and read from a
-wav file, one fbank per window, all windows in one fp32 batch (havic-spec §14). Its training data
-are PNG face crops and a wav file per clip. Running these steps with our model and our decoder
-on the same machine in the same run gives a baseline whose ratio to our pipeline does not depend
-on the machine.
+wav file, one fbank per window, all windows in one fp32 batch
+(docs/official-differences.md#sliding-window-inference). Its training data are PNG face crops and a
+wav file per clip. Running these steps with our model and our decoder on the same machine in the
+same run gives a baseline whose ratio to our pipeline does not depend on the machine.
 
 Heavy imports (OpenCV, PIL, the data modules) happen inside the functions: a case measures its
 resident set above what the process held after ``import torch``.
 """
 from __future__ import annotations
 
-import math
 import shutil
 import wave
 from collections.abc import Sequence
@@ -34,8 +33,14 @@ __all__ = [
 
 
 def wav_roundtrip(samples: np.ndarray, path: Path, sr: int) -> np.ndarray:
-    """Write 16-bit PCM wav and read it back, as the official pipeline extracts the track to a file."""
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    """Write 16-bit PCM wav and read it back, as the official pipeline extracts the track to a file.
+
+    The samples are rounded as ffmpeg rounds them (:func:`havic.inference.official_mode.pcm16`), so
+    the result equals :func:`havic.inference.official_mode.wav16` of `samples`.
+    """
+    from havic.inference.official_mode import pcm16
+
+    pcm = pcm16(samples).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -73,6 +78,7 @@ def official_inputs(file: Path, cfg: Any, detector: Any, workdir: Path, max_seco
     from havic.data.audio import AudioFeatures
     from havic.data.face import expand_boxes
     from havic.data.video import iter_frames_at, probe, read_audio
+    from havic.inference.official_mode import official_audio_spans, official_frame_indices
 
     fps, n_frames = float(cfg.data.fps), int(cfg.model.video.num_frames)
     size = int(cfg.model.video.image_size)
@@ -80,8 +86,9 @@ def official_inputs(file: Path, cfg: Any, detector: Any, workdir: Path, max_seco
     (workdir / "frames").mkdir(parents=True)
     (workdir / "faces").mkdir()
     info = probe(file)
-    grid = np.arange(math.ceil(info.duration * fps)) / fps
-    grid = grid[grid < info.duration]
+    ids, n_timepoints = official_frame_indices(info.n_frames or max(1, round(info.duration * info.fps)), info.fps,
+                                               1 / fps)
+    grid = ids / info.fps
     n_png = min(grid.size, round(max_seconds * fps) + 2)  # the official script writes a few frames beyond 10 s
     for j, (_, frame) in enumerate(iter_frames_at(file, grid[:n_png], size=(info.width, info.height))):
         cv2.imwrite(str(workdir / "frames" / f"{j:05d}.png"), frame[:, :, ::-1])
@@ -114,22 +121,17 @@ def official_inputs(file: Path, cfg: Any, detector: Any, workdir: Path, max_seco
     video = torch.stack([clip[:, s:s + n_frames] for s in starts])
     features = AudioFeatures.from_config(cfg)
     sr = features.sample_rate
-    wav = wav_roundtrip(read_audio(file, sr), workdir / "audio.wav", sr)
-    # The official script cuts the track in proportion to the frames it kept.
-    used = int(n / grid.size * wav.size)
-    seg = int(used * n_frames / n)
-    hop = int(seg * stride / n_frames)
-    audio = []
-    for k in range(len(starts)):
-        a = min(k * hop, used - seg)
-        piece = wav[a:a + seg]
-        audio.append(features(piece - piece.mean()))
-    return video, torch.stack(audio)
+    # The whole track as ffmpeg writes it (untrimmed), cut in proportion to the frames kept.
+    wav = wav_roundtrip(read_audio(file, sr, trim=False), workdir / "audio.wav", sr)
+    spans = official_audio_spans(n, n_timepoints, wav.size, n_frames, stride)
+    return video, torch.stack([features(wav[a:b]) for a, b in spans])
 
 
 def official_pipeline_score(file: Path, model: nn.Module, cfg: Any, detector: Any, workdir: Path,
                             max_seconds: float, stride: int, stats: dict[str, Any]) -> float | None:
-    """Score one video the way the official evaluation script does (havic-spec §14), with our model.
+    """Score one video the way the official evaluation script does, with our model.
+
+    See docs/official-differences.md#sliding-window-inference.
 
     The inputs are :func:`official_inputs` (its arguments and ``stats`` are the same); all windows
     run in one fp32 batch and the score is the sigmoid of the mean window logit.

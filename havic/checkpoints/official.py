@@ -5,15 +5,18 @@ docs/official-differences.md#official-key-layout) into ours: every official tens
 one of our tensors or is returned as ignored with the reason. Our models store tokens without the
 official leading singleton dimensions (a CLS table is (S, D), not (1, S, D); a mask token (D,), not
 (1, 1, D)) and keep fixed sin-cos tables as non-persistent buffers, so those tables are not part of
-our state dicts:
-:func:`compare_fixed_tables` checks that the official ones equal our recomputed buffers, which
-tells a checkpoint made with another token layout. :func:`load_official` does all of it.
+our state dicts. The conversion compares every official fixed table with the one the configuration
+gives (:func:`recomputed_fixed_tables`) and refuses a checkpoint whose tables differ, which tells a
+checkpoint made with another token layout or sizes: its other tensors would be read in the wrong
+order. :func:`load_official` does all of it.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from havic.checkpoints.files import CheckpointError, StateDict, _listing
@@ -25,11 +28,13 @@ from havic.checkpoints.strict import LoadReport, fresh_model, load_with_report
 
 __all__ = [
     "OFFICIAL_FIXED_TABLES", "OFFICIAL_KINDS", "compare_fixed_tables", "convert_official_havic", "load_official",
-    "official_kind",
+    "official_kind", "recomputed_fixed_tables", "table_difference",
 ]
 
 OFFICIAL_KINDS = ("pretrain", "detector")
-FIXED_TABLE_TOLERANCE = 1e-3  # max abs difference between an official fixed table and our buffer
+# Max abs difference between a foreign fixed table and ours: foreign tables are built in float32,
+# up to 1e-4 from the exact values ours round to (docs/official-differences.md#sin-cos-tables).
+FIXED_TABLE_TOLERANCE = 1e-3
 
 _AVIM = r"AudioVisualInteractionModule\."
 _OFFICIAL_IGNORED_COMMON = [
@@ -138,25 +143,82 @@ _OTHER_KIND_HINT = {
 }
 
 
-def convert_official_havic(sd: Mapping[str, Tensor], kind: str) -> tuple[StateDict, dict[str, str]]:
+def table_difference(theirs: Tensor, ours: Tensor) -> float:
+    """Max abs difference between a foreign fixed table (any leading singleton dims) and ours; inf if sizes differ."""
+    if theirs.numel() != ours.numel():
+        return math.inf
+    return float((theirs.detach().float().cpu().reshape(ours.shape) - ours.float().cpu()).abs().max())
+
+
+def recomputed_fixed_tables(model_cfg: Any) -> dict[str, Tensor]:
+    """Official fixed table -> the (L, D) table our network of ``model_cfg`` holds in its place.
+
+    The values of the buffers :data:`OFFICIAL_FIXED_TABLES` names, computed from the configuration
+    alone (no network is built).
+    """
+    from havic.models.havic import model_grids
+    from havic.models.pos_embed import sincos_1d
+
+    video, audio = model_grids(model_cfg)
+    d, dd = model_cfg.dim, model_cfg.decoder_dim
+    return {
+        "visual_encoder.pos_embedding.emb": video.position_table(d),
+        "visual_encoder.cls_pos_embed": sincos_1d(torch.arange(model_cfg.num_segments), d),
+        "visual_decoder.pos_embedding.emb": video.position_table(dd),
+        "audio_decoder.decoder_pos_embed": audio.position_table(dd),
+        "A2V.audio_pos_embed": audio.position_table(d),
+        "V2A.visual_pos_embedding.emb": video.position_table(d),
+    }
+
+
+def _check_fixed_tables(
+    sd: Mapping[str, Tensor], model_cfg: Any, ignored: dict[str, str], allow_mismatch: bool,
+) -> None:
+    """Compare the official fixed tables with ours; state each difference in its ``ignored`` reason."""
+    tables = recomputed_fixed_tables(model_cfg)
+    diffs = {k: table_difference(sd[k], tables[k]) for k in tables if k in sd}
+    bad = {k: v for k, v in diffs.items() if not v <= FIXED_TABLE_TOLERANCE}
+    if bad and not allow_mismatch:
+        listing = ", ".join(f"{k} {v:.3g}" for k, v in bad.items())
+        raise CheckpointError(
+            f"official fixed tables differ from ours (max abs difference: {listing}; tolerance "
+            f"{FIXED_TABLE_TOLERANCE:g}): the checkpoint was made with another token layout or other sizes than "
+            "this model configuration, so its other tensors would be read out of order (allow_table_mismatch=True "
+            "converts it anyway, and the model then uses its own tables)")
+    for key, diff in diffs.items():
+        if key in bad:
+            ignored[key] = (f"fixed sin-cos table that differs from the recomputed buffer by {diff:.3g}, accepted "
+                            "with allow_table_mismatch: the model uses its own table")
+        else:
+            ignored[key] = f"{_FIXED} (equal within {diff:.1e})"
+
+
+def convert_official_havic(
+    sd: Mapping[str, Tensor], kind: str, model_cfg: Any, *, allow_table_mismatch: bool = False,
+) -> tuple[StateDict, dict[str, str]]:
     """Rename a released official HAVIC state dict to the ``official`` variant of our networks.
 
     Every official tensor lands in exactly one of our tensors or is returned as ignored with the
     reason: the fixed sin-cos tables (recomputed as buffers), the audio encoder's never-applied
     CLS positional table, and the interaction module's dead self-attention blocks and unused
-    tokens/tables. Tokens lose their leading singleton dims.
+    tokens/tables. Tokens lose their leading singleton dims. The fixed tables are compared with
+    the ones ``model_cfg`` gives (:func:`recomputed_fixed_tables`): tables that differ mean that
+    the checkpoint's token layout or sizes are not the configuration's, and are refused.
 
     Args:
         sd: an official HAVIC_PT (``kind="pretrain"``, 676 tensors) or HAVIC_FT
             (``kind="detector"``, 456 tensors) state dict, unwrapped.
         kind: which official model it comes from.
+        model_cfg: the resolved ``model`` section of the network it is for (``model.variant=official``).
+        allow_table_mismatch: convert even when fixed tables differ from ours; the differences
+            are stated in the ignored reasons, and the model computes with its own tables.
 
     Returns:
-        (our state dict for ``build_model(official cfg, kind)``, official key -> reason ignored).
+        (our state dict for ``build_model(model_cfg, kind)``, official key -> reason ignored).
 
     Raises:
-        CheckpointError: an official key matches no rule, two keys map to one target, or a token
-            has an unexpected shape.
+        CheckpointError: an official key matches no rule, two keys map to one target, a token
+            has an unexpected shape, or a fixed table differs from ours (unless allowed).
     """
     if kind not in OFFICIAL_KINDS:
         raise CheckpointError(f"official checkpoint kind {kind!r}: expected one of {list(OFFICIAL_KINDS)}")
@@ -187,6 +249,7 @@ def convert_official_havic(sd: Mapping[str, Tensor], kind: str) -> tuple[StateDi
             pattern.match(k) for k in unknown) else ""
         raise CheckpointError(
             f"{len(unknown)} official keys match no rule for kind={kind!r}{hint}: {_listing(unknown)}")
+    _check_fixed_tables(sd, model_cfg, ignored, allow_table_mismatch)
     return out, ignored
 
 
@@ -203,21 +266,12 @@ def compare_fixed_tables(official_sd: Mapping[str, Tensor], model: nn.Module) ->
         Official key -> max abs difference, for every table present in both.
     """
     buffers = dict(model.named_buffers())
-    out = {}
-    for key, ours in OFFICIAL_FIXED_TABLES.items():
-        if key in official_sd and ours in buffers:
-            theirs = official_sd[key].float()
-            mine = buffers[ours].float().cpu()
-            if theirs.numel() != mine.numel():
-                out[key] = float("inf")
-                continue
-            out[key] = float((theirs.reshape(mine.shape) - mine).abs().max())
-    return out
-
+    return {key: table_difference(official_sd[key], buffers[ours])
+            for key, ours in OFFICIAL_FIXED_TABLES.items() if key in official_sd and ours in buffers}
 
 
 def load_official(
-    official_sd: Mapping[str, Tensor], kind: str, cfg: Any,
+    official_sd: Mapping[str, Tensor], kind: str, cfg: Any, *, allow_table_mismatch: bool = False,
 ) -> tuple[nn.Module, LoadReport, dict[str, float]]:
     """Our network of `kind` holding a converted official state dict, checked against its fixed tables.
 
@@ -226,6 +280,7 @@ def load_official(
         kind: which official model it comes from ("pretrain" or "detector").
         cfg: the configuration to build from, with ``model.variant=official`` and the official
             sizes (the defaults).
+        allow_table_mismatch: as in :func:`convert_official_havic`.
 
     Returns:
         (the network, the :class:`LoadReport` with the official keys left out under ``ignored``,
@@ -234,9 +289,9 @@ def load_official(
     Raises:
         CheckpointError: a key :func:`convert_official_havic` cannot place, tensors that do not
             fit the configuration's sizes, or fixed tables that differ from ours (another token
-            layout or sizes).
+            layout or sizes) unless allowed.
     """
-    converted, ignored = convert_official_havic(official_sd, kind)
+    converted, ignored = convert_official_havic(official_sd, kind, cfg.model, allow_table_mismatch=allow_table_mismatch)
     model = fresh_model(cfg, kind)
     try:
         report = load_with_report(model, converted)
@@ -244,11 +299,7 @@ def load_official(
         raise CheckpointError(f"official {kind} state dict does not fit the official variant of this configuration "
                               f"(check its model sizes): {err}") from None
     report.ignored.update(ignored)
-    tables = compare_fixed_tables(official_sd, model)
-    bad = {k: v for k, v in tables.items() if v > FIXED_TABLE_TOLERANCE}
-    if bad:
-        raise CheckpointError(f"official fixed tables differ from ours ({bad}): wrong token layout or sizes")
-    return model, report, tables
+    return model, report, compare_fixed_tables(official_sd, model)
 
 
 def official_kind(state_dict: Mapping[str, Any]) -> str | None:

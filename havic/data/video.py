@@ -397,19 +397,32 @@ def read_frames(
     return out, stats
 
 
+# Several channels become one through swresample's downmix matrix scaled so that no output can exceed
+# full scale: what `ffmpeg -ac 1` applies when it writes 16-bit samples, as in the reference
+# pipeline's wav files. Stereo becomes (L + R) / 2; unscaled, float output would get
+# (L + R) / sqrt(2), 3 dB louder than the audio the reference models were trained on.
+_DOWNMIX_OPTIONS = {"rematrix_maxval": "1"}
+
+
 def read_audio(
-    path: str | os.PathLike, sample_rate: int = 16000, stats: DecodeStats | None = None
+    path: str | os.PathLike, sample_rate: int = 16000, stats: DecodeStats | None = None, *, trim: bool = True
 ) -> np.ndarray | None:
     """Decode the first audio stream to mono float32 at `sample_rate`.
 
+    Several channels are mixed as ``ffmpeg -ac 1`` mixes them into a 16-bit wav: stereo becomes the
+    mean (L + R) / 2; other layouts get ffmpeg's downmix matrix scaled to full scale (centre kept,
+    LFE dropped). A mono track is only resampled.
+
     Packets the decoder rejects are replaced by silence of their duration (so later audio keeps
-    its timing) and counted in `stats`. The result is trimmed or zero-padded to
+    its timing) and counted in `stats`. With `trim`, the result is trimmed or zero-padded to
     round(stream duration * sample_rate): resampled AAC otherwise carries encoder padding.
 
     Args:
         path: media file.
         sample_rate: output rate in Hz.
         stats: optional DecodeStats to fill in.
+        trim: fit the length to the stream duration. False keeps every decoded sample, the encoder's
+            end padding included: the samples ``ffmpeg -i FILE -ac 1 -ar RATE out.wav`` writes.
 
     Returns:
         (S,) float32 waveform, or None when the file has no audio stream.
@@ -425,7 +438,7 @@ def read_audio(
             return None
         stream = container.streams.audio[0]
         tb = stream.time_base
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, options=_DOWNMIX_OPTIONS)
         chunks: list[np.ndarray] = []
         first_pts: Fraction | None = None
         end_pts: Fraction | None = None  # end of the last packet, for streams without a duration
@@ -465,6 +478,8 @@ def read_audio(
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
         wave = np.concatenate(chunks).astype(np.float32, copy=False)
+        if not trim:
+            return wave
 
         duration = _stream_seconds(stream.duration, tb)
         if duration is None and first_pts is not None and end_pts is not None and end_pts > first_pts:

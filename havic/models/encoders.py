@@ -73,11 +73,12 @@ class _SegmentViT(nn.Module):
     """Shared trunk: segment CLS tokens, blocks, taps and the final norm.
 
     Subclasses define ``embed(x) -> (B, L, D)``, the patch tokens with their positions.
+    ``norm_eps`` is the epsilon of every LayerNorm of the blocks and of the final norm.
     """
 
     def __init__(
         self, dim: int, depth: int, num_heads: int, mlp_ratio: float, drop_path: float,
-        num_segments: int, taps: Sequence[int], cls_pos: bool,
+        num_segments: int, taps: Sequence[int], cls_pos: bool, norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         taps = tuple(sorted(set(int(t) for t in taps)))
@@ -91,8 +92,10 @@ class _SegmentViT(nn.Module):
             "cls_pos", sincos_1d(torch.arange(num_segments), dim) if cls_pos else torch.zeros(num_segments, dim),
             persistent=False,
         )
-        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, "qv", drop_path) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio, "qv", drop_path, norm_eps) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
     def forward(
         self, x: Tensor, ids_keep: Tensor | None = None, taps: Sequence[int] | None = None, stochastic: bool = True,
@@ -114,12 +117,34 @@ class _SegmentViT(nn.Module):
             tokens = gather_tokens(tokens, ids_keep)
         h = insert_cls(tokens, self.cls_tokens + self.cls_pos)
         b, n, d = h.shape
+        s = self.num_segments
+        return EncoderOutput({i: f.view(b, s, n // s, d) for i, f in self._run_blocks(h, taps, stochastic).items()})
+
+    def plain_forward(self, x: Tensor, taps: Sequence[int] | None = None) -> dict[int, Tensor]:
+        """The encoder as a plain ViT: no segment CLS tokens, no drop-path.
+
+        This is what the upstream encoder it is initialised from computes (MARLIN's
+        ``extract_features``; AudioMAE without its global CLS token), so it measures how faithfully
+        a conversion carries the upstream model over.
+
+        Args:
+            x: the modality's input (see subclasses).
+            taps: blocks whose normalised output to return (default: the configured taps).
+
+        Returns:
+            tap -> (B, L, D) normalised features of every patch token, in this grid's token order.
+        """
+        taps = self.taps if taps is None else tuple(sorted(taps))
+        return self._run_blocks(self.embed(x), taps, stochastic=False)
+
+    def _run_blocks(self, h: Tensor, taps: Sequence[int], stochastic: bool) -> dict[int, Tensor]:
+        """Blocks up to the deepest tap: tap -> normalised (B, N, D) sequence."""
         out: dict[int, Tensor] = {}
         for i, block in enumerate(self.blocks[: max(taps)], start=1):
             h = block(h, stochastic=stochastic)
             if i in taps:
-                out[i] = self.norm(h).view(b, self.num_segments, n // self.num_segments, d)
-        return EncoderOutput(out)
+                out[i] = self.norm(h)
+        return out
 
 
 class VideoEncoder(_SegmentViT):
@@ -150,13 +175,15 @@ class AudioEncoder(_SegmentViT):
 
     Learnable positions initialised with the 2-D sin-cos table plus a learnable modality token.
     ``cls_pos=False`` reproduces the official code, where the CLS positions are never added.
+    ``norm_eps`` is the LayerNorm epsilon of the blocks and the final norm: 1e-5 in the official
+    code, 1e-6 in AudioMAE, whose weights these layers may start from.
     """
 
     def __init__(
         self, grid: AudioGrid, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
-        drop_path: float = 0.0, taps: Sequence[int] = (3, 6, 9, 12), cls_pos: bool = True,
+        drop_path: float = 0.0, taps: Sequence[int] = (3, 6, 9, 12), cls_pos: bool = True, norm_eps: float = 1e-5,
     ) -> None:
-        super().__init__(dim, depth, num_heads, mlp_ratio, drop_path, grid.num_segments, taps, cls_pos)
+        super().__init__(dim, depth, num_heads, mlp_ratio, drop_path, grid.num_segments, taps, cls_pos, norm_eps)
         self.grid = grid
         self.patch_embed = nn.Conv2d(1, dim, kernel_size=grid.patch_size, stride=grid.patch_size)
         self.pos_embed = nn.Parameter(grid.position_table(dim))

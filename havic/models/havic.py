@@ -18,7 +18,8 @@ from havic.models.masking import MaskIds, hidden_mask, segment_keep, tube_keep
 from havic.models.patching import AudioGrid, VideoGrid
 
 
-def _grids(cfg: Any) -> tuple[VideoGrid, AudioGrid]:
+def model_grids(cfg: Any) -> tuple[VideoGrid, AudioGrid]:
+    """The video and audio token grids of a resolved model configuration."""
     v, a = cfg.video, cfg.audio
     video = VideoGrid(v.num_frames, v.image_size, v.tubelet_size, v.patch_size, cfg.num_segments)
     audio = AudioGrid(a.num_frames, a.num_mel_bins, a.patch_size, cfg.num_segments, cfg.audio_token_order)
@@ -30,13 +31,14 @@ class _Backbone(nn.Module):
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
-        self.video_grid, self.audio_grid = _grids(cfg)
+        self.video_grid, self.audio_grid = model_grids(cfg)
         self.num_segments = cfg.num_segments
         self.taps = tuple(sorted(cfg.taps))
         common = dict(dim=cfg.dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, taps=self.taps)
         self.video_encoder = VideoEncoder(self.video_grid, drop_path=cfg.video_drop_path, **common)
         self.audio_encoder = AudioEncoder(
-            self.audio_grid, drop_path=cfg.audio_drop_path, cls_pos=cfg.audio_cls_pos, **common
+            self.audio_grid, drop_path=cfg.audio_drop_path, cls_pos=cfg.audio_cls_pos, norm_eps=cfg.audio_norm_eps,
+            **common,
         )
         self.fusion = AudioVisualFusion(
             cfg.dim, cfg.fusion_heads, cfg.mlp_ratio, cfg.fusion_double_residual, cfg.fusion_self_attention

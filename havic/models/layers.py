@@ -98,15 +98,17 @@ class Block(nn.Module):
         mlp_ratio: hidden width of the MLP relative to ``dim``.
         qkv_bias: see :class:`Attention`.
         drop_path: stochastic-depth rate of both residual branches.
+        norm_eps: epsilon of both LayerNorms (PyTorch's 1e-5; AudioMAE's blocks use 1e-6).
     """
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: str = "qv", drop_path: float = 0.0
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: str = "qv", drop_path: float = 0.0,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))  # Linear -> exact GELU -> Linear
         self.drop_path = drop_path
 
