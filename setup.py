@@ -45,6 +45,7 @@ setup(
         "safetensors>=0.4",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        "huggingface_hub>=0.34",  # hf:// weights (havic.checkpoints.hub) and the `hf` upload command
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

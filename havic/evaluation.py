@@ -259,7 +259,8 @@ def score_clips(model: nn.Module, cfg: DictConfig, cache_dir: str | Path, split:
 
     Returns:
         One row per clip: ``path`` = ``<video path>#clip<k>``, its label, category and the
-        manifest's group and split, score = sigmoid(logit).
+        manifest's group and split, score = sigmoid(logit); flagged ``untrained_heads`` when
+        the detector's heads were never trained (:func:`havic.checkpoints.load_detector`).
     """
     from torch.utils.data import DataLoader
 
@@ -271,6 +272,7 @@ def score_clips(model: nn.Module, cfg: DictConfig, cache_dir: str | Path, split:
     cache = ClipCache(cache_dir)
     data = ClipDataset.from_config(cfg, cache, cache.records(split), require_audio=False)
     device = torch.device(device)
+    untrained = ["untrained_heads"] if not getattr(model, "heads_trained", True) else []
     model = prepare_for_inference(model, precision, device)
     logits = torch.empty(len(data))
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0):
@@ -285,7 +287,7 @@ def score_clips(model: nn.Module, cfg: DictConfig, cache_dir: str | Path, split:
     for r, x in zip(data.records, logits.tolist()):
         rows.append(VideoPrediction(
             path=f"{r.path}#clip{r.clip}", score=sigmoid(x), logit=x, label=r.label, n_windows=1,
-            window_starts=[r.start_s], window_logits=[x], flags=[] if r.has_audio else ["no_audio"],
+            window_starts=[r.start_s], window_logits=[x], flags=([] if r.has_audio else ["no_audio"]) + untrained,
             window_s=float(cfg.data.clip_seconds), aggregate="clip", category=r.category,
             extra={"group": r.group, "split": r.split, "video": r.path},
         ))

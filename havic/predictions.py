@@ -42,15 +42,20 @@ class VideoPrediction:
         window_logits: (W,) their logits.
         flags: ``no_audio``, ``audio_corrupt`` (with ``no_audio``: the track has packets but none
             decodes), ``padded``, ``filled_frames``, ``skipped_windows``, ``corrupt_packets``,
-            ``read_error``, ``audio_padded``, ``truncated``.
+            ``read_error``, ``audio_padded``, ``truncated``, ``untrained_heads`` (scored by a detector
+            whose heads were never trained: the score means nothing).
         error: None, or the failure reason ("no_face", "not_found", "unreadable", ...).
         error_detail: free text for people.
         seconds: wall time spent on the video.
         duration_s: the video's duration (probe), when known.
         window_s: window length in seconds.
         aggregate: the aggregation rule used.
+        preset: the scoring preset (``infer.preset``): "corrected", this project's pipeline, or
+            "official", the official script's windows (:mod:`havic.inference.official_mode`).
         category: the manifest category, when known.
         extra: other manifest columns (``group``, ``split``, dataset-specific ones).
+        settings: the id of the scoring settings that made the row (weights, windows, aggregation,
+            precision: :func:`havic.inference.journal.settings_id`); empty when unknown.
         sample_crops: a few face crops spread over the video (for reports; not serialised).
         sample_times: their times in seconds.
     """
@@ -69,8 +74,10 @@ class VideoPrediction:
     duration_s: float | None = None
     window_s: float = 3.2
     aggregate: str = "mean"
+    preset: str = "corrected"
     category: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    settings: str = ""
     sample_crops: list[np.ndarray] = field(default_factory=list, repr=False)
     sample_times: list[float] = field(default_factory=list)
 
@@ -85,7 +92,7 @@ class VideoPrediction:
 
 
 CSV_COLUMNS = ("path", "label", "category", "score", "logit", "n_windows", "duration_s", "window_s", "aggregate",
-               "flags", "error", "error_detail", "seconds", "window_starts", "window_logits")
+               "preset", "flags", "error", "error_detail", "seconds", "window_starts", "window_logits", "settings")
 
 
 def _num(x: float | None) -> str:
@@ -102,9 +109,9 @@ def write_predictions_csv(predictions: Sequence[VideoPrediction], path: str | os
         extra.update(dict.fromkeys(k for k in p.extra if k not in CSV_COLUMNS))
     rows = [[
         p.path, "" if p.label is None else int(p.label), p.category, _num(p.score), _num(p.logit), p.n_windows,
-        _num(p.duration_s), _num(p.window_s), p.aggregate, ";".join(p.flags), p.error or "", p.error_detail,
+        _num(p.duration_s), _num(p.window_s), p.aggregate, p.preset, ";".join(p.flags), p.error or "", p.error_detail,
         f"{p.seconds:.3f}", ";".join(repr(float(s)) for s in p.window_starts),
-        ";".join(repr(float(x)) for x in p.window_logits), *(p.extra.get(k, "") for k in extra),
+        ";".join(repr(float(x)) for x in p.window_logits), p.settings, *(p.extra.get(k, "") for k in extra),
     ] for p in predictions]
     return atomic_write_csv(path, [*CSV_COLUMNS, *extra], rows)
 
@@ -157,7 +164,9 @@ def read_predictions(path: str | os.PathLike) -> list[VideoPrediction]:
                     error=r.get("error") or None, error_detail=r.get("error_detail") or "",
                     seconds=float(r.get("seconds") or 0.0), duration_s=_opt_float(r.get("duration_s")),
                     window_s=float(r.get("window_s") or 3.2), aggregate=r.get("aggregate") or "mean",
+                    preset=r.get("preset") or "corrected",
                     category=r.get("category") or "", extra={c: r[c] for c in extra_cols if r[c]},
+                    settings=r.get("settings") or "",
                 ))
             except ValueError as err:
                 raise ValueError(f"{path}: row {i} ({r.get('path')!r}): {err}") from None

@@ -47,8 +47,8 @@ def test_tool_official_conversion(tmp_path, capsys):
     assert convert_weights.main(args) == 0
     text = capsys.readouterr().out
     assert "ignored 32" in text and "dead self-attention block" in text
-    ours, _ = ck.convert_official_havic(sd, "detector")
+    ours, _ = ck.convert_official_havic(sd, "detector", cfg.model)
     got = ck.load_state_dict_file(out)
     assert got.keys() == ours.keys() and all(torch.equal(got[k], ours[k]) for k in ours)
-    assert convert_weights.main([*args[:4], "pretrain", *args[5:]]) == 1  # wrong kind: explained, no output
+    assert convert_weights.main([*args[:4], "pretrain", *args[5:]]) == 2  # wrong kind: explained, no output
     assert "use kind='detector'" in capsys.readouterr().err

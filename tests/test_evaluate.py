@@ -59,8 +59,8 @@ def expected(scores, failed=FAILED):
     return y, s, c
 
 
-def run(argv) -> dict:
-    assert evaluate_cli.main([str(a) for a in argv]) == 0
+def run(argv, rc: int = 0) -> dict:
+    assert evaluate_cli.main([str(a) for a in argv]) == rc
     out = Path(argv[argv.index("--out-dir") + 1])
     return json.loads((out / "metrics.json").read_text())
 
@@ -182,7 +182,8 @@ def test_clip_level_evaluation(tiny_weights, tmp_path):
     assert rows[-1].flags == ["no_audio"]
     # the same clips through the model by hand (audio-less clip -> video head)
     data = ClipDataset(ClipCache(cache), ClipCache(cache).records("val"), num_frames=4, image_size=32,
-                       audio_frames=64, num_mel_bins=32, require_audio=False)
+                       audio_frames=64, num_mel_bins=32, norm_mean=cfg.data.audio.norm_mean,
+                       norm_std=cfg.data.audio.norm_std, require_audio=False)
     for r, i in zip(rows, range(len(data))):
         x = data[i]
         with torch.inference_mode():
@@ -224,7 +225,7 @@ def test_scores_the_manifest_test_split(tiny_weights, tmp_path):
             ManifestRow("gone.mp4", 1, 1, 1, "d", "FVFA", "test")]
     manifest = write_manifest(rows, tmp_path / "m.csv")
     metrics = run(["--manifest", manifest, "--weights", tiny_weights, "--root", root, "--out-dir", tmp_path / "o",
-                   "--batch-size", "4"])
+                   "--batch-size", "4"], rc=1)     # gone.mp4 failed: reported, and the exit code says so
     preds = {p.path: p for p in read_predictions(tmp_path / "o" / "predictions.csv")}
     assert set(preds) == {"real.mp4", "fake.mp4", "gone.mp4"}
     assert preds["gone.mp4"].error == "not_found" and preds["fake.mp4"].category == "FVRA"
@@ -233,10 +234,22 @@ def test_scores_the_manifest_test_split(tiny_weights, tmp_path):
     assert result["overall"]["auc"] == pytest.approx(float(preds["fake.mp4"].score > preds["real.mp4"].score))
     # cross-dataset manifests have no splits: --split all scores every row
     run(["--manifest", manifest, "--weights", tiny_weights, "--root", root, "--out-dir", tmp_path / "all",
-         "--batch-size", "4", "--split", "all"])
+         "--batch-size", "4", "--split", "all"], rc=1)
     assert len(read_predictions(tmp_path / "all" / "predictions.csv")) == 4
 
 
 def test_nothing_to_evaluate_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_cli.main(["--out-dir", str(tmp_path)])
+    (tmp_path / "empty.csv").write_text("path,score\n")
+    assert evaluate_cli.main(["--predictions", str(tmp_path / "empty.csv"), "--out-dir", str(tmp_path / "o")]) == 2
+    assert "nothing to evaluate in" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_without_out_dir_the_report_goes_under_runs(manifest, tmp_path, monkeypatch):
+    pred = write_predictions(tmp_path / "p.csv", SCORES)
+    monkeypatch.chdir(tmp_path)
+    assert evaluate_cli.main(["--predictions", str(pred), "--manifest", str(manifest)]) == 0
+    (out,) = (tmp_path / "runs").iterdir()
+    assert out.name.startswith("evaluate-") and (out / "report.md").is_file() and (out / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv", "p.csv", "runs"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from havic.data.video import read_frames, write_video
 from havic.models import build_model
 from havic.report import picture_name
 from havic.cli import infer as infer_cli
+from havic.inference.journal import ResumeError, read_journal
+from havic.utils.io import atomic_path
 
 import tiny_detector as td
 
@@ -257,6 +260,38 @@ def test_load_detector_refuses_pretraining_weights(tmp_path):
         inf.load_detector(path)
 
 
+def test_untrained_heads_are_refused_unless_allowed_then_every_row_says_so(tmp_path, videos):
+    from havic.checkpoints import HavicWeights, detector_heads
+    from havic.cli import convert_weights
+
+    cfg = td.tiny_config()
+    pre = save_weights(tmp_path / "pre.safetensors", build_model(cfg.model, "pretrain").state_dict(), cfg, "pretrain")
+    det = tmp_path / "det.safetensors"
+    assert convert_weights.main(["pretrain-to-detector", "--in", str(pre), "--out", str(det)]) == 0
+    with pytest.raises(CheckpointError, match=r"det\.safetensors: its detection heads were never trained .*"
+                                              r"--allow-untrained-heads"):
+        inf.load_detector(det)
+    model, cfg = inf.load_detector(det, allow_untrained_heads=True)
+    assert model.heads_trained is False
+    pred = scorer_for(model, cfg)[0].score(videos / "mute.mp4")
+    assert pred.error is None and pred.flags == ["no_audio", "untrained_heads"]
+    assert "untrained_heads" in scorer_for(model, cfg)[0].score(videos / "missing.mp4").flags   # error rows too
+    # Files that do not say: trained only when exported from a fine-tuning run past its first step.
+    old = save_weights(tmp_path / "old.safetensors", model.state_dict(), cfg, "detector")
+    with pytest.raises(CheckpointError, match="does not record whether its detection heads were trained"):
+        inf.load_detector(old)
+    finetuned = td.tiny_config("train.stage=finetune")
+    assert detector_heads(HavicWeights({}, finetuned, "detector", {"global_step": "12"})) == "trained"
+    assert detector_heads(HavicWeights({}, finetuned, "detector", {"global_step": "0"})) == "unknown"
+    assert detector_heads(HavicWeights({}, cfg, "detector", {"heads": "untrained", "global_step": "12"})) == "untrained"
+
+
+def test_official_reading_of_a_havic_file_says_drop_official(tiny_weights):
+    with pytest.raises(CheckpointError, match=r"tiny_detector\.safetensors: this is a havic weights file, not an "
+                                              r"official HAVIC state dict: drop --official"):
+        inf.load_detector(tiny_weights, official=True)
+
+
 def test_load_detector_official_state_dicts(tmp_path):
     from checkpoint_layouts import official_state_dict, small_official
 
@@ -296,19 +331,116 @@ def test_load_detector_merges_yaml_files_with_include(tiny_weights, tmp_path):
 # ---------------------------------------------------------------------------------------------- files
 
 
-def test_collect_inputs(videos, tmp_path):
+def test_collect_inputs(videos, tmp_path, caplog):
     write_manifest([ManifestRow("talk10.mp4", 0, 0, 0, "a", "real", "test"),
                     ManifestRow("mute.mp4", 1, 0, 1, "b", "FVRA", "test", {"method": "wl"})],
                    tmp_path / "m.csv")
+    more = tmp_path / "more"
+    (more / "sub").mkdir(parents=True)
+    for name in ("a.m2ts", "sub/b.MTS", "c.ogv", "notes.doc", "still.jpg", ".hidden.mp4", "._c.mp4"):
+        (more / name).write_bytes(b"")
+    twice = f"{videos}/../{videos.name}/short.mp4"                      # short.mp4 by a second path
     items = inf.collect_inputs([str(tmp_path / "m.csv"), str(videos), str(tmp_path / "missing.mp4"),
-                                str(videos / "notes.txt")], root=videos)
+                                str(videos / "notes.txt"), twice, str(more)], root=videos)
     by_path = {it.path: it for it in items}
     assert by_path["mute.mp4"].label == 1 and by_path["mute.mp4"].category == "FVRA"
     assert by_path["mute.mp4"].extra["method"] == "wl" and by_path["mute.mp4"].file == videos / "mute.mp4"
+    # the folder's copies of the manifest's files and the second path to short.mp4 are the same files: kept once
     found = {Path(p).name for p in by_path if p.startswith(str(videos))}
-    assert found == {"talk10.mp4", "mute.mp4", "short.mp4", "leaves.mp4", "noface.mp4", "corrupt.mp4", "notes.txt"}
-    assert str(tmp_path / "missing.mp4") in by_path
-    assert len(items) == len(by_path) == 2 + 6 + 1 + 1
+    assert found == {"short.mp4", "leaves.mp4", "noface.mp4", "corrupt.mp4", "notes.txt"}
+    assert twice not in by_path and str(tmp_path / "missing.mp4") in by_path
+    assert {Path(p).name for p in by_path if p.startswith(str(more))} == {"a.m2ts", "b.MTS", "c.ogv"}
+    assert len(items) == len(by_path) == 2 + 4 + 1 + 1 + 3
+    text = caplog.text
+    assert f"{videos}/talk10.mp4: the same file as talk10.mp4; scored once" in text
+    assert f"{twice}: the same file as {videos}/short.mp4; scored once" in text
+    assert "skipped 2 file(s) whose extension is not a video's (.doc 1, .jpg 1): notes.doc, still.jpg" in text
+    assert "skipped 2 hidden file(s): ._c.mp4, .hidden.mp4" in text
+
+
+def test_scorer_reports_windows_within_a_video(tmp_path):
+    cfg = td.tiny_config()
+    scorer, _ = whole_frame_scorer(MeanModel(), cfg, batch_size=4)
+    seen: list[tuple[int, int]] = []
+    scorer.progress = lambda done, planned: seen.append((done, planned))
+    pred = scorer.score(small_video(tmp_path / "v.mp4", 8.0))
+    planned = len(inf.plan_windows(8.0))                          # 13 windows: 0, 0.4 .. 4.4, 4.8
+    assert pred.n_windows == planned == 13
+    assert seen == [(0, 13), (4, 13), (8, 13), (12, 13), (13, 13)]
+
+
+# ---------------------------------------------------------------------------------------------- journal
+
+
+def tiny_job(tmp_path, model=None, **kwargs):
+    """A MeanModel scorer (no detection cost) and three 4 s videos."""
+    cfg = td.tiny_config(*kwargs.pop("overrides", ()))
+    scorer, _ = whole_frame_scorer(model or MeanModel(), cfg, **kwargs)
+    files = [small_video(tmp_path / f"v{i}.mp4", 4.0) for i in range(3)]
+    return scorer, [inf.InferenceItem(str(f), f) for f in files]
+
+
+def test_every_row_is_in_the_journal_before_the_next_video(tmp_path):
+    scorer, items = tiny_job(tmp_path)
+    out = tmp_path / "out" / "p.csv"
+    journal = out.with_suffix(".journal.jsonl")
+    seen_rows = []
+    inner = scorer.score
+
+    def score(file, **kw):          # what is on disk when each video starts
+        seen_rows.append(len(read_journal(journal).rows))
+        return inner(file, **kw)
+
+    scorer.score = score
+    preds = inf.run_inference(scorer, items, out, flush_every=100, progress=False)
+    assert seen_rows == [0, 1, 2]
+    content = read_journal(journal)
+    assert [p.path for p in content.rows] == [it.path for it in items]
+    assert [p.to_json() for p in content.rows] == [p.to_json() for p in preds]
+    (sid,) = content.settings
+    assert {p.settings for p in preds} == {sid} and content.settings[sid]["infer.hop_s"] == 0.4
+    rounded = [{**p.to_json(), "seconds": round(p.seconds, 3)} for p in preds]     # the CSV keeps milliseconds
+    assert [p.to_json() for p in inf.read_predictions(out)] == rounded
+
+
+def test_resume_reads_the_journal_and_refuses_other_settings(tmp_path):
+    scorer, items = tiny_job(tmp_path)
+    out = tmp_path / "p.csv"
+    first = inf.run_inference(scorer, items[:2], out, progress=False)
+    out.unlink()                                       # only the journal is left, as after a kill
+    again = inf.run_inference(scorer, items, out, tmp_path / "p.json", resume=True, progress=False)
+    assert [p.to_json() for p in again[:2]] == [p.to_json() for p in first]
+    assert len(read_journal(out.with_suffix(".journal.jsonl")).rows) == 3    # the kept rows were not scored again
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["hop_s"] == 0.4 and list(data["settings"]) == [data["settings_id"]]
+
+    other, _ = tiny_job(tmp_path, overrides=["infer.hop_s=0.8", "infer.aggregate=max"])
+    with pytest.raises(ResumeError, match=r"3 row\(s\) made with infer.aggregate: 'mean' -> 'max', "
+                                          r"infer.hop_s: 0.4 -> 0.8 \(before -> now\).*--resume-mixed"):
+        inf.run_inference(other, items, out, resume=True, progress=False)
+    model = MeanModel()
+    with torch.no_grad():
+        model.scale.fill_(2.0)                         # other weights, same configuration
+    other, _ = tiny_job(tmp_path, model=model)
+    with pytest.raises(ResumeError, match="weights_sha256"):
+        inf.run_inference(other, items, out, resume=True, progress=False)
+    mixed = inf.run_inference(other, [*items, inf.InferenceItem("gone.mp4", tmp_path / "gone.mp4")], out,
+                              tmp_path / "p.json", resume=True, resume_mixed=True, progress=False)
+    assert len({p.settings for p in mixed}) == 2 and mixed[3].error == "not_found"
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert "hop_s" not in data and len(data["settings"]) == 2     # mixed: no header claims one setting for all
+
+
+def test_stale_temporary_files_are_removed_before_a_job(tmp_path):
+    scorer, items = tiny_job(tmp_path)
+    stale = tmp_path / ".p.0123abcd.tmp.csv"
+    stale.write_text("half a CSV")
+    os.utime(stale, (1e9, 1e9))
+    with atomic_path(tmp_path / "other.json") as live:      # a writer at work in this process keeps its file
+        os.utime(live, (1e9, 1e9))
+        inf.run_inference(scorer, items[:1], tmp_path / "p.csv", progress=False)
+        assert live.is_file()
+    assert not stale.exists()
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -327,7 +459,7 @@ def test_infer_cli_one_row_per_input(tiny_weights, videos, assets_dir, tmp_path,
     out, js, rep = tmp_path / "pred.csv", tmp_path / "pred.json", tmp_path / "report"
     common = ["--weights", str(tiny_weights), "--face-detector", "haar", "--out", str(out), "--no-progress"]
     assert infer_cli.main(inputs[:-1] + common + ["--json", str(js), "--report-dir", str(rep),
-                                                  "--batch-size", "6", "data.face.batch_size=8"]) == 0
+                                                  "--batch-size", "6", "data.face.batch_size=8"]) == 1  # 3 failed
     rows = read_rows(out)
     assert list(rows) == inputs[:-1]
     mm = rows[megamind]
@@ -351,7 +483,7 @@ def test_infer_cli_one_row_per_input(tiny_weights, videos, assets_dir, tmp_path,
 
     # resume: the old rows are kept as they are, only the new input is processed
     before = out.read_text()
-    assert infer_cli.main(inputs + common + ["--resume"]) == 0
+    assert infer_cli.main(inputs + common + ["--resume"]) == 1
     rows2 = read_rows(out)
     assert list(rows2) == inputs and rows2[inputs[-1]]["error"] == "not_found"
     assert all(rows2[p] == rows[p] for p in inputs[:-1])

@@ -255,6 +255,18 @@ def test_init_from_a_weights_file_checks_the_network_structure(tmp_path: Path):
         "video_encoder.norm.weight"])
 
 
+def test_finetuning_without_init_from_needs_allow_scratch(tmp_path: Path):
+    from havic.lit.runs import check_train_config
+
+    with pytest.raises(ConfigError, match="train.init_from=.*or train.allow_scratch=true"):
+        check_train_config(_cfg(FINETUNE_TINY))
+    check_train_config(_cfg(FINETUNE_TINY, "train.allow_scratch=true"))
+    check_train_config(_cfg(PRETRAIN_TINY))  # pretraining from random weights is the method itself
+    ablation = load_config([FINETUNE_TINY, CONFIG_DIR / "ablations" / "no_pretraining.yaml"])
+    assert ablation.train.allow_scratch and ablation.train.init_from is None
+    check_train_config(ablation)
+
+
 def test_export_of_a_checkpoint_round_trips_weights_and_config(tmp_path: Path):
     cfg = _cfg(FINETUNE_TINY, "model.aux_heads=false")
     module = FinetuneModule(cfg)

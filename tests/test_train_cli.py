@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,7 @@ def test_finetuning_from_the_pretraining_checkpoint_learns(pretrain_run: Path, t
     assert best[CONFIG_KEY]["train"]["stage"] == "finetune"
     weights = read_weights(run / "export" / "best.safetensors")
     assert weights.kind == "detector" and weights.config.train.init_from == str(ckpt)
+    assert weights.metadata["heads"] == "trained"      # a fine-tuning export scores without a flag
     build_model(weights.config.model, "detector").load_state_dict(weights.state_dict, strict=True)
 
 
@@ -104,8 +106,8 @@ def test_resume_repeats_the_uninterrupted_trajectory(tmp_path: Path):
 
 def test_gradient_accumulation_run_steps_as_computed(tmp_path: Path, capsys):
     # 10 clips / batch 4 = 3 batches per epoch (drop_last off for fine-tuning); global batch 8 -> 2 per step.
-    assert main([FINETUNE, f"train.run_dir={tmp_path}", "train.synthetic_clips=10", "data.batch_size=4",
-                 "train.global_batch_size=8", "train.trainer.max_epochs=3", "train.export=false"]) == 0
+    assert main([FINETUNE, f"train.run_dir={tmp_path}", "train.allow_scratch=true", "train.synthetic_clips=10",
+                 "data.batch_size=4", "train.global_batch_size=8", "train.trainer.max_epochs=3", "train.export=false"]) == 0
     out = capsys.readouterr().out
     assert "effective batch 8 = 4 per device x 1 process(es) x 2 accumulation step(s)" in out
     ckpt = torch.load(_run_dir(tmp_path) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -113,17 +115,34 @@ def test_gradient_accumulation_run_steps_as_computed(tmp_path: Path, capsys):
     assert ckpt["lr_schedulers"][0]["last_epoch"] == 6
 
 
-def test_cli_errors_name_the_problem(tmp_path: Path):
-    with pytest.raises(SystemExit, match="train.schedule='cosine'"):
-        main([PRETRAIN, f"train.run_dir={tmp_path}", "train.schedule=cosine"])
-    with pytest.raises(SystemExit, match="train.init_from=.*file not found"):
-        main([FINETUNE, f"train.run_dir={tmp_path}", f"train.init_from={tmp_path / 'nope.ckpt'}"])
-    with pytest.raises(SystemExit, match="train.lrr"):
-        main([PRETRAIN, "train.lrr=1"])
-    with pytest.raises(SystemExit, match="data.cache_dir is not set"):
-        main([PRETRAIN, f"train.run_dir={tmp_path}", "train.synthetic_clips=0"])
-    with pytest.raises(SystemExit, match="both train.synthetic_clips=16 and data.cache_dir"):
-        main([PRETRAIN, f"train.run_dir={tmp_path}", f"data.cache_dir={tmp_path}"])
+def test_cli_errors_name_the_problem(tmp_path: Path, capsys):
+    for items, message in (
+        ([PRETRAIN, f"train.run_dir={tmp_path}", "train.schedule=cosine"], "train.schedule='cosine'"),
+        ([FINETUNE, f"train.run_dir={tmp_path}", f"train.init_from={tmp_path / 'nope.ckpt'}"],
+         "train.init_from=.*file not found"),
+        ([PRETRAIN, "train.lrr=1"], "train.lrr"),
+        ([PRETRAIN, f"train.run_dir={tmp_path}", "train.synthetic_clips=0"], "data.cache_dir is not set"),
+        ([PRETRAIN, f"train.run_dir={tmp_path}", f"data.cache_dir={tmp_path}"],
+         "both train.synthetic_clips=16 and data.cache_dir"),
+    ):
+        assert main(items) == 2, message                # bad input: nothing was done
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and re.search(message, err), err
+
+
+def test_a_run_that_never_validates_still_saves_and_exports_its_last_weights(tmp_path: Path, caplog):
+    # 8 clips / batch 4 = 2 steps per epoch; 3 epochs and validation every 5: no validation at all.
+    assert main([PRETRAIN, f"train.run_dir={tmp_path}", "train.synthetic_clips=8", "train.trainer.max_epochs=3",
+                 "train.trainer.check_val_every_n_epoch=5"]) == 0
+    run = _run_dir(tmp_path)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]   # no best, no temporary file
+    assert [p.relative_to(run).as_posix() for p in run.rglob("*.ckpt")] == ["checkpoints/last.ckpt"]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 6
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["last.safetensors"]
+    assert read_weights(run / "export" / "last.safetensors").metadata["global_step"] == "6"
+    assert ("this run never validates (train.trainer.check_val_every_n_epoch=5 is above "
+            "train.trainer.max_epochs=3)") in caplog.text
 
 
 def test_finetuning_on_the_clip_cache_validates_on_the_val_split(pretrain_run: Path, tmp_path: Path):

@@ -126,5 +126,6 @@ def train_tiny_detector(steps: int = 30, seed: int = 0):
 def tiny_checkpoint(folder: str) -> tuple[Path, tuple[float, ...]]:
     """Train once per session (per `folder`) and save: (weights path, training losses)."""
     model, cfg, losses = train_tiny_detector()
-    path = save_weights(Path(folder) / "tiny_detector.safetensors", model.state_dict(), cfg, "detector")
+    path = save_weights(Path(folder) / "tiny_detector.safetensors", model.state_dict(), cfg, "detector",
+                        heads="trained")
     return path, tuple(losses)

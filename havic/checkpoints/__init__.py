@@ -23,8 +23,9 @@ left out and why.
 from __future__ import annotations
 
 from havic.checkpoints.files import (
-    CONFIG_KEY, MODEL_KINDS, WEIGHTS_FORMAT, WRAPPER_KEYS, CheckpointError, HavicWeights, StateDict,
-    load_state_dict_file, read_safetensors_metadata, read_weights, save_safetensors, save_weights, stored_config,
+    CONFIG_KEY, HEADS, MODEL_KINDS, WEIGHTS_FORMAT, WRAPPER_KEYS, CheckpointError, HavicWeights, StateDict,
+    check_torch_file, detector_heads, load_state_dict_file, read_safetensors_metadata, read_weights, save_safetensors,
+    save_weights, stored_config,
 )
 from havic.checkpoints.hub import HubError, HubId, is_hub_id, parse_hub_id, resolve_weights
 from havic.checkpoints.official import (
@@ -48,5 +49,5 @@ __all__ = [
     "load_detector", "load_official", "load_state_dict_file", "load_with_report", "official_kind",
     "parse_hub_id", "pretrain_to_detector", "read_init_weights", "read_safetensors_metadata", "read_weights",
     "resolve_weights", "save_safetensors",
-    "save_weights", "stored_config",
+    "save_weights", "stored_config", "HEADS", "check_torch_file", "detector_heads",
 ]

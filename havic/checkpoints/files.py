@@ -24,9 +24,9 @@ from torch import Tensor
 from havic.utils.io import atomic_path
 
 __all__ = [
-    "CONFIG_KEY", "MODEL_KINDS", "WEIGHTS_FORMAT", "WRAPPER_KEYS", "CheckpointError", "HavicWeights", "StateDict",
-    "load_state_dict_file", "read_safetensors_metadata", "read_weights", "save_safetensors", "save_weights",
-    "stored_config",
+    "CONFIG_KEY", "HEADS", "MODEL_KINDS", "WEIGHTS_FORMAT", "WRAPPER_KEYS", "CheckpointError", "HavicWeights",
+    "StateDict", "check_torch_file", "detector_heads", "load_state_dict_file", "read_safetensors_metadata",
+    "read_weights", "save_safetensors", "save_weights", "stored_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 WEIGHTS_FORMAT = "havic-weights-1"  # safetensors metadata "format" of this project's weights files
 CONFIG_KEY = "havic_config"  # where Lightning checkpoints of this project keep the resolved config
 MODEL_KINDS = ("pretrain", "detector")
+# A detector's "heads" metadata: whether its pools and heads were trained (fine-tuning) or are fresh
+# (a conversion from a pretrainer). See detector_heads for files that do not say.
+HEADS = ("trained", "untrained")
 _STAGE_KIND = {"pretrain": "pretrain", "finetune": "detector"}  # train.stage -> the network it trains
 
 
@@ -81,6 +84,57 @@ def _unwrap(obj: Any, path: Path) -> StateDict:
     return sd
 
 
+def _first_sentence(err: BaseException) -> str:
+    """The first sentence of an error's first line (torch and safetensors errors run over many lines)."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    head, dot, _ = text.partition(". ")
+    return head + ("." if dot else "")
+
+
+def _torch_load(path: Path, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)``; refused objects and damaged files become one-line CheckpointErrors.
+
+    The message names the refused global (torch words it differently across versions) and never
+    suggests unpickling the file in full.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: the file holds a pickled {found.group(1)} object, and only tensors, numbers, "
+                "strings and plain containers are read (weights_only=True); ask for a .safetensors or a "
+                "tensors-only state dict") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        reason = detail.group(1).strip() if detail else _first_sentence(err)
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint, truncated or damaged "
+                              f"({_first_sentence(err)})") from None
+
+
+def check_torch_file(path: str | os.PathLike) -> None:
+    """Check that a torch checkpoint opens with ``weights_only=True`` (tensors memory-mapped, not read).
+
+    For files another library loads later (``train.resume``, which Lightning reads): a refused or
+    damaged file is reported here, in one line, instead of deep inside that library.
+
+    Raises:
+        CheckpointError: missing, damaged, or holding pickled objects other than plain data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        _torch_load(path, mmap=True)
+    except CheckpointError as err:
+        if "mmap" not in str(err):
+            raise
+        _torch_load(path)  # legacy (non-zip) files cannot be memory-mapped
+
+
 def load_state_dict_file(path: str | os.PathLike) -> StateDict:
     """Read a state dict from a ``.safetensors`` file or a torch checkpoint, tensors only.
 
@@ -102,29 +156,8 @@ def load_state_dict_file(path: str | os.PathLike) -> StateDict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as err:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        text = str(err)
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
-        if found:
-            raise CheckpointError(
-                f"{path}: refused: the file holds a pickled {found.group(1)} object; only tensors, numbers, "
-                "strings and plain containers are read (weights_only=True). If you trust the file, re-save "
-                "its tensors once (e.g. torch.save(torch.load(path, weights_only=False)['model'], new_path))."
-            ) from None
-        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-        reason = detail.group(1).strip() if detail else (text.strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from None
-    return _unwrap(obj, path)
+        return _load_safetensors(path)
+    return _unwrap(_torch_load(path), path)
 
 
 # -- safetensors --------------------------------------------------------------------------------
@@ -147,12 +180,30 @@ def save_safetensors(path: str | os.PathLike, state_dict: Mapping[str, Tensor], 
         save_file(tensors, str(tmp), metadata=dict(metadata))
 
 
+def _load_safetensors(path: Path) -> StateDict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file, truncated or damaged "
+                              f"({_first_sentence(err)})") from None
+
+
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The string metadata of a safetensors file (empty if it has none)."""
+    """The string metadata of a safetensors file (empty if it has none).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or not safetensors.
+    """
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file, truncated or damaged "
+                              f"({_first_sentence(err)})") from None
 
 
 # -- this project's weights ---------------------------------------------------------------------
@@ -176,15 +227,24 @@ class HavicWeights:
 
 
 def save_weights(path: str | os.PathLike, state_dict: Mapping[str, Tensor], cfg: DictConfig | Mapping[str, Any],
-                 kind: str, **extra: Any) -> Path:
-    """Write a weights file: safetensors with the format, kind and resolved config (JSON) as metadata."""
+                 kind: str, heads: str | None = None, **extra: Any) -> Path:
+    """Write a weights file: safetensors with the format, kind and resolved config (JSON) as metadata.
+
+    Args:
+        heads: detectors only: "trained" (fine-tuned, or a released detector) or "untrained" (pools
+            and heads fresh, e.g. converted from a pretrainer). Without it a detector file records
+            nothing, and :func:`detector_heads` judges it by its other metadata.
+        extra: more metadata (strings).
+    """
     if kind not in MODEL_KINDS:
         raise ValueError(f"kind {kind!r}: expected one of {MODEL_KINDS}")
+    if heads is not None and (kind != "detector" or heads not in HEADS):
+        raise ValueError(f"heads={heads!r}: a detector's heads are one of {HEADS}; a pretrainer has none")
     from havic.config import to_container
 
     config = dict(cfg) if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig) else to_container(cfg)
     meta = {"format": WEIGHTS_FORMAT, "kind": kind, "config": json.dumps(config),
-            **{k: str(v) for k, v in extra.items()}}
+            **({"heads": heads} if heads else {}), **{k: str(v) for k, v in extra.items()}}
     save_safetensors(path, {k: v.clone() for k, v in state_dict.items()}, meta)
     return Path(path)
 
@@ -206,14 +266,9 @@ def read_weights(path: str | os.PathLike) -> HavicWeights:
         meta = read_safetensors_metadata(path)
         if meta.get("format") != WEIGHTS_FORMAT or "config" not in meta or meta.get("kind") not in MODEL_KINDS:
             raise CheckpointError(f"{path}: safetensors without havic metadata (format={meta.get('format')!r})")
-        from safetensors.torch import load_file
-
-        sd, container, kind = load_file(str(path)), json.loads(meta.pop("config")), meta.pop("kind")
+        sd, container, kind = _load_safetensors(path), json.loads(meta.pop("config")), meta.pop("kind")
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any failure means: not a safe tensors-only file
-            raise CheckpointError(f"{path}: not readable with weights_only=True ({type(err).__name__}: {err})") from None
+        obj = _torch_load(path)
         if not (isinstance(obj, dict) and CONFIG_KEY in obj and "state_dict" in obj):
             raise CheckpointError(
                 f"{path}: not a havic checkpoint (no {CONFIG_KEY!r}); official HAVIC state dicts are converted "
@@ -231,6 +286,22 @@ def read_weights(path: str | os.PathLike) -> HavicWeights:
     except ConfigError as err:
         raise CheckpointError(f"{path}: stored configuration is invalid: {err}") from None
     return HavicWeights(sd, cfg, kind, meta)
+
+
+def detector_heads(weights: HavicWeights) -> str:
+    """Whether a detector's pools and heads were trained: "trained", "untrained" or "unknown".
+
+    The ``heads`` metadata says so (:func:`save_weights`). A file without it, written before it was
+    recorded, counts as trained when it is a fine-tuning run's checkpoint or export (a global step
+    above 0 in its metadata) and as "unknown" otherwise (e.g. an older pretrain-to-detector conversion).
+    """
+    if weights.metadata.get("heads") in HEADS:
+        return weights.metadata["heads"]
+    try:
+        step = int(weights.metadata.get("global_step", "-1"))
+    except ValueError:
+        step = -1
+    return "trained" if step > 0 and weights.config.train.stage == "finetune" else "unknown"
 
 
 def stored_config(path: str | os.PathLike) -> DictConfig | None:

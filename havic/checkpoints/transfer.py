@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from havic.checkpoints.files import (
-    CheckpointError, StateDict, _listing, load_state_dict_file, read_weights, save_weights,
+    CheckpointError, StateDict, _listing, detector_heads, load_state_dict_file, read_weights, save_weights,
 )
 from havic.checkpoints.hub import resolve_weights
 from havic.checkpoints.official import load_official, official_kind
@@ -45,7 +45,8 @@ BACKBONE_PREFIXES = ("video_encoder.", "audio_encoder.", "fusion.")
 PRETRAIN_PREFIXES = BACKBONE_PREFIXES + ("video_decoder.", "audio_decoder.", "audio_to_video.", "video_to_audio.")
 # Model keys that change what a tensor means or how tokens are laid out: they must match the initial weights'.
 STRUCTURAL_KEYS = ("audio", "video", "dim", "depth", "num_heads", "mlp_ratio", "fusion_heads", "num_segments", "taps",
-                   "audio_token_order", "audio_cls_pos", "fusion_double_residual", "fusion_self_attention")
+                   "audio_token_order", "audio_cls_pos", "fusion_double_residual", "fusion_self_attention",
+                   "audio_norm_eps")
 
 
 # -- pretrainer -> detector ---------------------------------------------------------------------
@@ -135,10 +136,17 @@ def init_weights(model: nn.Module, state_dict: Mapping[str, Tensor], stage: str)
 
 
 def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Export the network weights and configuration of one of this project's Lightning checkpoints."""
+    """Export the network weights and configuration of one of this project's Lightning checkpoints.
+
+    A detector's heads are recorded as trained when the checkpoint is past its first step
+    (:func:`havic.checkpoints.files.detector_heads`).
+    """
     weights = read_weights(ckpt_path)
-    return save_weights(out_path, weights.state_dict, weights.config, weights.kind, source=Path(ckpt_path).name,
-                        **weights.metadata)
+    heads = None
+    if weights.kind == "detector":
+        heads = "trained" if detector_heads(weights) == "trained" else "untrained"
+    return save_weights(out_path, weights.state_dict, weights.config, weights.kind, heads=heads,
+                        source=Path(ckpt_path).name, **weights.metadata)
 
 
 # -- a detector for inference -------------------------------------------------------------------
@@ -149,6 +157,7 @@ def load_detector(
     device: str | torch.device = "cpu",
     official: bool | None = None,
     config_overrides: Sequence[str] = (),
+    allow_untrained_heads: bool = False,
 ) -> tuple[nn.Module, DictConfig]:
     """Load a detector for inference, in eval mode on `device`.
 
@@ -166,13 +175,18 @@ def load_detector(
         official: True forces the official reading, False forbids it, None detects it.
         config_overrides: YAML files and ``key=value`` items merged over the stored configuration
             (or over the defaults for an official file), e.g. ``data.face.detector=haar``.
+        allow_untrained_heads: load a detector whose pools and heads were never trained (a
+            conversion from a pretrainer: its scores mean nothing) instead of refusing it. The model
+            gets ``heads_trained = False``, and :class:`havic.inference.VideoScorer` flags every row
+            ``untrained_heads``. Every loaded detector carries ``heads_trained``.
 
     Returns:
         (model, resolved configuration).
 
     Raises:
         havic.checkpoints.CheckpointError: naming the file: unreadable, a pretraining checkpoint
-            (no detection heads), an official pretraining state dict, or tensors that do not fit.
+            (no detection heads), untrained or unrecorded heads (unless allowed), an official
+            pretraining state dict, a havic file read as official, or tensors that do not fit.
     """
     from havic.config import load_config, merge_config, split_items
     from havic.models import build_model
@@ -192,9 +206,20 @@ def load_detector(
         else:
             if weights.kind != "detector":
                 raise CheckpointError(f"{path}: a {weights.kind} checkpoint: {no_heads}")
+            heads = detector_heads(weights)
+            if heads != "trained" and not allow_untrained_heads:
+                why = ("its detection heads were never trained (converted from a pretrainer), so its scores mean "
+                       "nothing" if heads == "untrained" else "it does not record whether its detection heads were "
+                       "trained (written before havic recorded it, and not exported from a fine-tuning run)")
+                raise CheckpointError(f"{path}: {why}; fine-tune it (tools/train.py configs/finetune/...), or pass "
+                                      "--allow-untrained-heads (allow_untrained_heads=True) to score with it anyway")
             cfg = merge_config(weights.config, *split_items(config_overrides))
             model = build_model(cfg.model, "detector")
             load_with_report(model, weights.state_dict)
+            model.heads_trained = heads == "trained"
+            if not model.heads_trained:
+                log.warning("%s: scoring with detection heads that were never trained: every row is flagged "
+                            "untrained_heads", path)
             return model.eval().to(device), cfg
     state_dict = load_state_dict_file(path)
     kind = official_kind(state_dict)
@@ -209,7 +234,20 @@ def load_detector(
     try:
         model, report, _ = load_official(state_dict, "detector", cfg)
     except CheckpointError as err:
+        if official is True and _is_havic_file(path):
+            raise CheckpointError(f"{path}: this is a havic weights file, not an official HAVIC state dict: "
+                                  "drop --official (or official=True)") from None
         raise CheckpointError(f"{path}: {err}") from None
     log.info("%s: official HAVIC detector, %d tensors loaded, %d ignored", path, len(report.loaded),
              len(report.ignored))
+    model.heads_trained = True  # a released fine-tuned detector
     return model.eval().to(device), cfg
+
+
+def _is_havic_file(path: Path) -> bool:
+    """Whether `path` is one of this project's weights files or checkpoints."""
+    try:
+        read_weights(path)
+    except CheckpointError:
+        return False
+    return True

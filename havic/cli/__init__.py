@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("infer", "score whole videos with sliding windows: one row per input"),
     "evaluate": ("evaluate", "ACC / AP / AUC of predictions or of a detector on a manifest"),
     "convert": ("convert_weights", "convert official HAVIC, AudioMAE + MARLIN or pretraining weights"),
+    "export": ("export", "write a folder to publish on the Hugging Face Hub: weights, config, model card"),
     "model-info": ("model_info", "parameter counts of the networks of a configuration"),
     "benchmark": ("benchmark", "speed and memory benchmarks with same-run baselines"),
     "demo": ("demo", "the whole pipeline on a generated dataset, with the results table"),

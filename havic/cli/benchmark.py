@@ -23,16 +23,17 @@ Writes ``benchmark.json`` and ``benchmark.md`` to ``--out`` (default runs/benchm
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from havic.benchmarks import BENCHMARKS, SuiteOptions, render, run_suite, suite_config, write_report
+from havic.cli._common import make_parser
+from havic.utils.io import remove_stale_temps
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks (or only re-render a stored report); returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("args", nargs="*", help="YAML config files and key=value overrides")
     parser.add_argument("--quick", action="store_true", help="tiny configuration, one timed call (CI)")
     parser.add_argument("--out", default="runs/benchmark", help="folder for benchmark.json and benchmark.md")
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                            max_repeats=ns.max_repeats, isolate=ns.isolate)
     out_dir = Path(ns.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)  # left by a run killed while writing
     command = " ".join(["python tools/benchmark.py", *(argv if argv is not None else sys.argv[1:])])
     report = run_suite(cfg, options, files=files, overrides=overrides, command=command)
     print(write_report(report, out_dir))

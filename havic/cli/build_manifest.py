@@ -14,15 +14,17 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from havic.cli._common import fail, make_parser
 from havic.data.adapters import ADAPTERS, build, cross_manipulation_folds, write_skipped
 from havic.data.manifest import split_by_group, split_by_video, summarize, write_manifest
+from havic.utils.io import remove_stale_temps
 
 DEFAULT_FRACTIONS = {"paper": (0.7, 0.3), "identity": (0.63, 0.07, 0.3), "cross-manip": (0.7, 0.3)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("dataset", choices=sorted(ADAPTERS))
+    p = make_parser(__doc__)
+    p.add_argument("dataset", choices=sorted(ADAPTERS), help="which adapter reads the folder")
     p.add_argument("root", type=Path, help="dataset root; manifest paths are relative to it")
     p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     p.add_argument("--split", choices=("none", "paper", "identity", "cross-manip"), default="none",
@@ -30,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "seeded identity-disjoint split; cross-manip: FakeAVCeleb leave-one-category-out folds")
     p.add_argument("--fractions", type=float, nargs="+", metavar="F",
                    help="TRAIN [VAL] TEST; default paper 0.7 0.3, identity 0.63 0.07 0.3, cross-manip 0.7 0.3")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split")
     p.add_argument("--stratify", nargs="+", default=(), metavar="COLUMN",
                    help="columns whose values every subset should hold in proportion (paper, identity)")
     p.add_argument("--meta-csv", type=Path, help="fakeavceleb: meta_data.csv (default ROOT/meta_data.csv)")
@@ -44,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.root.is_dir():
-        raise SystemExit(f"error: dataset root {args.root} is not a folder")
+        return fail(f"dataset root {args.root} is not a folder")
     if args.stratify and args.split not in ("paper", "identity"):
-        raise SystemExit("error: --stratify applies to --split paper or identity")
+        return fail("--stratify applies to --split paper or identity")
     if args.fractions and args.split == "none":
-        raise SystemExit("error: --fractions needs a --split")
+        return fail("--fractions needs a --split")
     if args.split == "cross-manip" and args.dataset != "fakeavceleb":
-        raise SystemExit("error: --split cross-manip is defined for fakeavceleb only")
+        return fail("--split cross-manip is defined for fakeavceleb only")
     try:
         result = build(args.dataset, args.root, meta_csv=args.meta_csv, subset_list=args.subset_list,
                        labels_csv=args.labels_csv, subsets=args.subsets)
@@ -63,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.split == "cross-manip":
             rows, folds = cross_manipulation_folds(rows, fractions, args.seed, by="group")
     except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
+        return fail(err)
 
     manifest = result.manifest.with_rows(rows)
+    remove_stale_temps(args.out.parent)  # left by a run killed while writing
     written = [write_manifest(manifest, args.out)]
     for category, fold in folds.items():
         written.append(write_manifest(manifest.with_rows(fold), args.out.with_name(f"{args.out.stem}.{category}.csv")))

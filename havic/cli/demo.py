@@ -12,14 +12,15 @@ folder (default runs/demo-<timestamp>), printed at the end.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
+from havic.cli._common import fail, make_parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings (configs/demo/demo.yaml)")
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/demo-<timestamp>)")
     p.add_argument("--quick", action="store_true", help="reduced run: few clips, few steps (configs/demo/quick.yaml)")
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings([DEMO_CONFIG, *([QUICK_CONFIG] if ns.quick else [])], ns.overrides)
     except DemoError as err:
-        raise SystemExit(f"error: {err}") from None
+        return fail(err)
     run_dir = ns.run_dir or default_run_dir()
     demo = Demo(settings, run_dir, echo=lambda line: print(line, flush=True))
     start = time.perf_counter()

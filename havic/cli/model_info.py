@@ -8,10 +8,10 @@ Example:
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from havic.config import load_config
+from havic.cli._common import fail, make_parser
+from havic.config import ConfigError, load_config
 from havic.models import build_model, parameter_report
 
 
@@ -25,13 +25,16 @@ def format_report(title: str, report: dict[str, dict[str, int]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = make_parser(__doc__)
     parser.add_argument("args", nargs="*", help="YAML config files and key=value overrides")
-    parser.add_argument("--kind", choices=["pretrain", "detector", "both"], default="both")
+    parser.add_argument("--kind", choices=["pretrain", "detector", "both"], default="both", help="which network")
     ns = parser.parse_args(argv)
     files = [a for a in ns.args if "=" not in a]
     overrides = [a for a in ns.args if "=" in a]
-    cfg = load_config(files, overrides)
+    try:
+        cfg = load_config(files, overrides)
+    except (ConfigError, OSError) as err:
+        return fail(err)
     kinds = ["pretrain", "detector"] if ns.kind == "both" else [ns.kind]
     for kind in kinds:
         print(format_report(f"{kind} ({cfg.model.variant} variant)", parameter_report(build_model(cfg.model, kind))))

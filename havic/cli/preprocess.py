@@ -20,10 +20,12 @@ import logging
 import sys
 from pathlib import Path
 
+from havic.cli._common import fail, make_parser
 from havic.config import ConfigError, load_config
 from havic.data.cache import ClipCache, build_index
 from havic.data.manifest import ManifestError, read_manifest
 from havic.data.preprocess import PreprocessSettings, RunSummary, format_summary, run
+from havic.utils.io import remove_stale_temps
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -37,13 +39,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("manifest", type=Path, help="manifest CSV (tools/build_manifest.py)")
     p.add_argument("args", nargs="*", help="YAML config files and key=value overrides")
     p.add_argument("--root", type=Path, help="dataset root of the manifest paths (default: data.root)")
     p.add_argument("--out", type=Path, help="cache folder (default: data.cache_dir)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each has its own detector)")
-    p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="i/N")
+    p.add_argument("--shard", type=parse_shard, default="0/1", metavar="i/N",
+                   help="this job's part: the rows whose index modulo N is i")
     p.add_argument("--retry-failed", action="store_true", help="redo videos that failed before")
     p.add_argument("--reindex", action="store_true", help="only rebuild index.csv and failures.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,14 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config([a for a in ns.args if "=" not in a], [a for a in ns.args if "=" in a])
         rows = read_manifest(ns.manifest).rows
     except (ConfigError, ManifestError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
+        return fail(err)
     out = ns.out or (Path(cfg.data.cache_dir) if cfg.data.cache_dir else None)
     root = ns.root or (Path(cfg.data.root) if cfg.data.root else None)
     if out is None:
-        raise SystemExit("error: give --out or data.cache_dir")
+        return fail("give --out or data.cache_dir")
     if root is not None and not root.is_dir():
-        raise SystemExit(f"error: dataset root {root} is not a folder")
+        return fail(f"dataset root {root} is not a folder")
     settings = PreprocessSettings.from_config(cfg)
+    remove_stale_temps(out, recursive=True)  # left by workers killed while writing; live workers keep theirs
     try:
         if ns.reindex:
             ClipCache(out).check_settings(settings.cache_settings())
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = run(rows, root, out, settings, workers=ns.workers, shard=ns.shard,
                           retry_failed=ns.retry_failed, progress=not ns.no_progress)
     except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
+        return fail(err)
     print(format_summary(summary))
     return 0
 

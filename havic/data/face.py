@@ -36,11 +36,11 @@ logger = logging.getLogger(__name__)
 BGR_MEAN = (104.0, 117.0, 123.0)
 
 FACEXZOO_HINT = (
-    "RetinaFace needs FaceX-Zoo's face-detection weights: pass weights=<FaceX-Zoo models directory> "
-    "(the folder holding face_detection/face_detection_1.0/face_detection_retina.pkl and "
-    "model_meta.json, i.e. face_sdk/models of https://github.com/JDAI-CV/FaceX-Zoo, also vendored by "
-    "HAVIC under video_data_engine/FaceX_Zoo/face_sdk/models), the .pkl itself, or a file written by "
-    "havic.data.retinaface.convert_facexzoo"
+    "RetinaFace needs FaceX-Zoo's face-detection weights: set data.face.weights (--face-weights) to FaceX-Zoo's "
+    "models directory (the folder holding face_detection/face_detection_1.0/face_detection_retina.pkl, i.e. "
+    "face_sdk/models of https://github.com/JDAI-CV/FaceX-Zoo; see checkpoints/README.md), the .pkl itself, or "
+    "a file written by havic.data.retinaface.convert_facexzoo; data.face.detector=haar (--face-detector haar) "
+    "needs no weights"
 )
 
 

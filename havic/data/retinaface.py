@@ -31,16 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "MIN_SIZES",
-    "STEPS",
-    "VARIANCE",
-    "RetinaFace",
-    "RetinaFaceOutput",
-    "prior_boxes",
-    "decode_boxes",
-    "check_state_dict",
-    "load_facexzoo_state_dict",
-    "load_retinaface_weights",
+    "MIN_SIZES", "STEPS", "VARIANCE", "FaceWeightsError", "RefusedPickleError", "RetinaFace", "RetinaFaceOutput",
+    "prior_boxes", "decode_boxes", "check_state_dict", "load_facexzoo_state_dict", "load_retinaface_weights",
     "convert_facexzoo",
 ]
 
@@ -54,6 +46,17 @@ VARIANCE: tuple[float, float] = (0.1, 0.2)
 # Where FaceX-Zoo's models directory keeps the detector (face_sdk/models/<category>/<name>/).
 FACEXZOO_MODEL_DIRS = ("face_detection/face_detection_1.0", "face_detection/face_detection_2.0")
 FACEXZOO_PKL = "face_detection_retina.pkl"
+WEIGHTS_HINT = (f"data.face.weights (--face-weights) takes FaceX-Zoo's models directory (<dir>/"
+                f"{FACEXZOO_MODEL_DIRS[0]}/{FACEXZOO_PKL}, see checkpoints/README.md), the .pkl or a converted "
+                "file; data.face.detector=haar (--face-detector haar) needs no weights")
+
+
+class FaceWeightsError(ValueError):
+    """Face-detector weights that cannot be used; the message names the file and the reason."""
+
+
+class RefusedPickleError(FaceWeightsError, pickle.UnpicklingError):
+    """A pickle that references a global not needed to rebuild RetinaFace weights; nothing of it ran."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,8 +349,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to load global '{module}.{name}': not needed to rebuild RetinaFace weights"
+            raise RefusedPickleError(
+                f"refused: the pickle references the global '{module}.{name}', which is not needed to rebuild "
+                "RetinaFace weights (nothing was run)"
             ) from None
 
 
@@ -378,7 +382,7 @@ def _resolve_facexzoo_pkl(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"RetinaFace weights not found: {path}")
+        raise FaceWeightsError(f"{path}: no such file or folder; {WEIGHTS_HINT}")
     for folder in (path, *(path / d for d in FACEXZOO_MODEL_DIRS)):
         meta_file = folder / "model_meta.json"
         model_file = FACEXZOO_PKL
@@ -388,10 +392,7 @@ def _resolve_facexzoo_pkl(path: Path) -> Path:
             model_file = meta.get("model_file", FACEXZOO_PKL)
         if (folder / model_file).is_file():
             return folder / model_file
-    raise FileNotFoundError(
-        f"no {FACEXZOO_PKL} under {path}; expected FaceX-Zoo's models directory "
-        f"(<dir>/{FACEXZOO_MODEL_DIRS[0]}/{FACEXZOO_PKL}) or the .pkl file itself"
-    )
+    raise FaceWeightsError(f"{path}: no {FACEXZOO_PKL} in this folder; {WEIGHTS_HINT}")
 
 
 def _check_meta(meta: dict, meta_file: Path) -> None:
@@ -413,16 +414,23 @@ def load_facexzoo_state_dict(models_dir_or_pkl: str | os.PathLike) -> dict[str, 
         300 tensors keyed as :class:`RetinaFace`'s state dict, on the CPU.
 
     Raises:
-        pickle.UnpicklingError: the pickle references a global outside the allow-list (named in the message).
-        ValueError: the result is not a RetinaFace mobilenet0.25 state dict (keys/shapes named).
+        RefusedPickleError: the pickle references a global outside the allow-list (named in the message).
+        FaceWeightsError: missing or unreadable; ValueError: not a RetinaFace mobilenet0.25 state
+            dict (keys/shapes named).
     """
     pkl = _resolve_facexzoo_pkl(Path(models_dir_or_pkl))
-    with warnings.catch_warnings():
-        # Legacy module pickles carry the original class source; torch compares it with the stand-ins'
-        # and warns about the (expected) difference.
-        warnings.filterwarnings("ignore", category=torch.serialization.SourceChangeWarning)
-        warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
-        obj = torch.load(pkl, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+    try:
+        with warnings.catch_warnings():
+            # Legacy module pickles carry the original class source; torch compares it with the stand-ins'
+            # and warns about the (expected) difference.
+            warnings.filterwarnings("ignore", category=torch.serialization.SourceChangeWarning)
+            warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
+            obj = torch.load(pkl, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+    except RefusedPickleError as err:
+        raise RefusedPickleError(f"{pkl}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError, AttributeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise FaceWeightsError(f"{pkl}: not readable as FaceX-Zoo's RetinaFace weights ({reason})") from None
     if isinstance(obj, Mapping):
         state_dict = {str(k): v.detach() for k, v in obj.items()}
     elif isinstance(obj, nn.Module):
@@ -443,19 +451,28 @@ def load_retinaface_weights(source: str | os.PathLike) -> dict[str, Tensor]:
 
     Returns:
         validated state dict for :class:`RetinaFace`.
+
+    Raises:
+        FaceWeightsError: naming the file and the reason (:class:`RefusedPickleError` for a refused pickle).
     """
     path = Path(source)
-    if path.is_file() and path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.is_file() and path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state_dict = load_file(str(path))
-    elif path.is_file() and zipfile.is_zipfile(path):
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state_dict, Mapping):
-            raise ValueError(f"{path}: expected a dict of tensors, got {type(state_dict).__name__}")
-    else:
-        return load_facexzoo_state_dict(path)
-    check_state_dict(state_dict)
+            state_dict = load_file(str(path))
+        elif path.is_file() and zipfile.is_zipfile(path):
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state_dict, Mapping):
+                raise ValueError(f"expected a dict of tensors, got {type(state_dict).__name__}")
+        else:
+            return load_facexzoo_state_dict(path)
+        check_state_dict(state_dict)
+    except FaceWeightsError:
+        raise
+    except Exception as err:  # noqa: BLE001 - safetensors and torch raise many kinds; all mean "unusable"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise FaceWeightsError(f"{path}: not usable as RetinaFace weights ({reason})") from None
     return dict(state_dict)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from havic.report import write_markdown_page
 from havic.utils.io import atomic_write_text
 
 __all__ = ["DemoReport", "format_table"]
@@ -104,15 +105,20 @@ class DemoReport:
         parts += [f"<li>{html.escape(k)}: {v:.1f} s</li>" for k, v in self.timings.items()]
         parts += ["</ul><h2>Per-window scores</h2><ul>"]
         parts += [f"<li><a href='{rel(f)}'>{html.escape(m)}</a></li>" for m, f in self.plots.items()]
-        parts += [f"</ul><p><a href='{rel(self.evaluation / 'report.md')}'>evaluation report</a></p>",
+        parts += [f"</ul><p><a href='{rel(self.evaluation / 'report.html')}'>evaluation report</a></p>",
                   "<h2>Reconstruction previews (pretraining)</h2>"]
         parts += [f"<p>{html.escape(f.stem)}<br><img src='{rel(f)}'></p>" for f in self.previews[-2:]]
         parts.append("</body></html>")
         return "\n".join(parts) + "\n"
 
     def write(self) -> Path:
-        """``results.txt`` (the table), ``report.md`` and ``index.html`` in the run folder; returns report.md."""
+        """``results.txt`` (the table), ``report.md`` and ``index.html`` in the run folder; returns report.md.
+
+        The evaluation's ``report.md`` is also rendered as ``report.html`` beside it, which the index links.
+        """
         atomic_write_text(self.run_dir / "results.txt", self.table + "\n")
+        if (self.evaluation / "report.md").is_file():
+            write_markdown_page(self.evaluation / "report.md", title="havic demo: evaluation")
         report = atomic_write_text(self.run_dir / "report.md", self.markdown())
         atomic_write_text(self.run_dir / "index.html", self.html())
         return report

@@ -30,7 +30,12 @@ video gets an error row with the :class:`~havic.data.errors.MediaError` reason (
 ``unreadable``, ``no_video_stream``, ``no_frames``, ``no_face`` ...) or ``error`` for an unexpected
 exception. Rows are :class:`~havic.predictions.VideoPrediction`.
 
+This is the ``corrected`` preset. The ``official`` preset (``infer.preset=official``) rebuilds the
+official script's windows instead, to reproduce its published numbers:
+:mod:`~havic.inference.official_mode`. Every row names its preset.
+
 Modules: :mod:`~havic.inference.windows` (window plan and audio inputs),
+:mod:`~havic.inference.official_mode` (the official preset's frames, windows and audio),
 :mod:`~havic.inference.scorer` (one video), :mod:`~havic.inference.jobs` (many videos, files, report).
 """
 from havic.checkpoints import load_detector, official_kind

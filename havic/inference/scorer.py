@@ -11,8 +11,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,22 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from havic.config import CHOICES
 from havic.data.audio import AudioFeatures
 from havic.data.errors import MediaError
 from havic.data.face import FaceCropper, FaceTrack
 from havic.data.preprocess import PreprocessSettings
 from havic.data.video import DecodeStats, VideoInfo, decode_flags, iter_frames_at, probe, read_audio
+from havic.inference.official_mode import (
+    OFFICIAL_MARGIN,
+    OFFICIAL_MAX_SECONDS,
+    OfficialPlan,
+    OfficialWindowAudio,
+    official_audio_spans,
+    official_stride,
+    plan_official,
+    wav16,
+)
 from havic.inference.windows import TIME_EPS, WindowAudio, frame_union, plan_windows, window_frame_times
 from havic.metrics import AGGREGATIONS, aggregate_windows, sigmoid
 from havic.precision import autocast, prepare_for_inference
@@ -36,8 +47,14 @@ log = logging.getLogger(__name__)
 
 
 def build_cropper(cfg: DictConfig) -> FaceCropper:
-    """The face detector and cropper of ``data.face`` at ``model.video.image_size`` (as preprocessing)."""
-    return PreprocessSettings.from_config(cfg).build_cropper()
+    """The face detector and cropper of ``data.face`` at ``model.video.image_size`` (as preprocessing).
+
+    With ``infer.preset=official`` the crops take the official script's margin, 1.0, not square.
+    """
+    settings = PreprocessSettings.from_config(cfg)
+    if cfg.infer.preset == "official":
+        settings = replace(settings, margin=OFFICIAL_MARGIN, square=False)
+    return settings.build_cropper()
 
 
 @dataclass
@@ -96,6 +113,7 @@ class WindowBatcher:
         self.scored: list[float] = []
         self.n_skipped = 0
         self.n_batches = 0
+        self.progress: Callable[[int, int], None] | None = None  # (windows done, planned) after each batch
 
     def advance(self, final: bool = False) -> None:
         """Queue the windows that became ready and score every full batch (every queued window if `final`)."""
@@ -116,6 +134,8 @@ class WindowBatcher:
             self.scored.extend(self.starts[w] for w in usable)
         after = batch[-1] + 1
         self.track.release_below(self.first_needed[after] if after < len(self.starts) else self.track.n)
+        if self.progress is not None:
+            self.progress(after, len(self.starts))
 
     def _forward(self, windows: list[int]) -> list[float]:
         """The logits of `windows`, whose frames all have crops."""
@@ -146,12 +166,15 @@ class VideoScorer:
         aggregate: "mean" (official), "max" or "lse" (:func:`havic.metrics.aggregate_windows`).
         hop_s: distance between window starts (official: 0.4 s = 2 frames at 5 fps).
         max_seconds: score only the first seconds of each video (flag ``truncated``); None here
-            and in ``infer.max_seconds``: the whole video.
+            and in ``infer.max_seconds``: the whole video (10 s with the official preset).
         device: where the model runs (default: where its parameters are).
         n_samples: face crops kept per video for reports (0: none).
         precision: "fp32", or "bf16" / "fp16" (CUDA only): the model runs under autocast with its
             matmul weights stored in that dtype (:mod:`havic.precision`; changes ``model`` in place).
             Faces, audio features and the aggregation stay float32.
+        preset: "corrected" (this project's pipeline, above) or "official": the official script's
+            frames, windows and audio (:mod:`havic.inference.official_mode`); its cropper must crop
+            with margin 1.0, not square (:func:`build_cropper` makes it).
     """
 
     def __init__(
@@ -167,12 +190,18 @@ class VideoScorer:
         device: str | torch.device | None = None,
         n_samples: int = 0,
         precision: str | None = None,
+        preset: str | None = None,
     ) -> None:
         infer = cfg.infer
+        preset = infer.preset if preset is None else preset
+        if preset not in CHOICES["infer.preset"]:
+            raise ValueError(f"preset={preset!r}: expected one of {CHOICES['infer.preset']}")
         batch_size = int(infer.batch_size if batch_size is None else batch_size)
         aggregate = infer.aggregate if aggregate is None else aggregate
         hop_s = float(infer.hop_s if hop_s is None else hop_s)
         max_seconds = infer.max_seconds if max_seconds is None else max_seconds
+        if preset == "official" and max_seconds is None:
+            max_seconds = OFFICIAL_MAX_SECONDS
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate={aggregate!r}: expected one of {AGGREGATIONS}")
         if batch_size < 1:
@@ -183,6 +212,10 @@ class VideoScorer:
         size = int(cfg.model.video.image_size)
         if self.cropper.size != size:
             raise ValueError(f"the cropper makes {self.cropper.size} px crops, the model takes {size} px")
+        if preset == "official" and (self.cropper.margin != OFFICIAL_MARGIN or self.cropper.square):
+            raise ValueError(f"the official preset crops with margin {OFFICIAL_MARGIN}, not square; this cropper has "
+                             f"margin {self.cropper.margin}, square={self.cropper.square}")
+        self.preset = preset
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.precision = infer.precision if precision is None else precision
         self.model = prepare_for_inference(model, self.precision, self.device)
@@ -198,6 +231,9 @@ class VideoScorer:
         self.max_seconds = max_seconds
         self.n_samples = int(n_samples)
         self.has_video_head = getattr(model, "video_head", None) is not None
+        # havic.checkpoints.load_detector marks detectors whose heads were never trained: every row says so.
+        self.heads_trained = bool(getattr(model, "heads_trained", True))
+        self.progress: Callable[[int, int], None] | None = None  # (windows done, planned) within a video
         self.stats = ScoreStats()
 
     def score(self, file: str | os.PathLike, *, path: str | None = None, label: int | None = None,
@@ -210,7 +246,8 @@ class VideoScorer:
                 manifest fields copied into the row.
         """
         pred = VideoPrediction(path=str(file) if path is None else path, label=label, category=category,
-                               extra=dict(extra or {}), window_s=self.window_s, aggregate=self.aggregate)
+                               extra=dict(extra or {}), window_s=self.window_s, aggregate=self.aggregate,
+                               preset=self.preset)
         t0 = time.perf_counter()
         self.stats = ScoreStats()
         try:
@@ -220,6 +257,8 @@ class VideoScorer:
         except Exception as err:  # noqa: BLE001 - one bad video must not end a job over many videos
             log.exception("%s: unexpected error while scoring", pred.path)
             pred.error, pred.error_detail = "error", f"{type(err).__name__}: {err}"
+        if not self.heads_trained:
+            pred.flags.append("untrained_heads")
         if pred.error:
             pred.score = pred.logit = None
             pred.sample_crops, pred.sample_times = [], []
@@ -229,12 +268,12 @@ class VideoScorer:
 
     # -- one video ------------------------------------------------------------------------------
 
-    def _audio(self, file: Path, info: VideoInfo, starts: list[float], end: float, padded: bool,
-               flags: list[str], stats: DecodeStats) -> WindowAudio | None:
-        """The windows' audio, or None (flag ``no_audio``) without a usable track."""
+    def _read_wave(self, file: Path, info: VideoInfo, flags: list[str], stats: DecodeStats,
+                   trim: bool = True) -> np.ndarray | None:
+        """The audio track (:func:`~havic.data.video.read_audio`), or None (flag ``no_audio``) without a usable one."""
         sr = self.features.sample_rate
         try:
-            wave = read_audio(file, sr, stats=stats) if info.has_audio else None
+            wave = read_audio(file, sr, stats=stats, trim=trim) if info.has_audio else None
         except MediaError as err:
             if err.reason != "corrupt":
                 raise
@@ -248,7 +287,15 @@ class VideoScorer:
             wave = None
         if wave is None:
             flags.append("no_audio")
+        return wave
+
+    def _audio(self, file: Path, info: VideoInfo, starts: list[float], end: float, padded: bool,
+               flags: list[str], stats: DecodeStats) -> WindowAudio | None:
+        """The windows' audio, or None (flag ``no_audio``) without a usable track."""
+        wave = self._read_wave(file, info, flags, stats)
+        if wave is None:
             return None
+        sr = self.features.sample_rate
         clip = round(self.window_s * sr)
         if padded:
             # Loop the available audio to one window, as the frames are repeated.
@@ -261,6 +308,36 @@ class VideoScorer:
                 wave = np.pad(wave, (0, need - wave.size))
         return WindowAudio(wave, self.features, self.window_s)
 
+    def _official_plan(self, file: Path, info: VideoInfo, flags: list[str]) -> OfficialPlan | None:
+        """The official script's frames and windows, or None (flag ``official_skips_short``) below one window."""
+        if not (math.isfinite(info.fps) and info.fps > 0):
+            raise MediaError(file, "no_frame_rate", "probe found no frame rate; the official preset picks frames "
+                                                    "by their index")
+        # The official script counts the decoded frames: the container's count, else duration x rate.
+        n_video = info.n_frames or max(1, round(info.duration * info.fps))
+        plan = plan_official(n_video, info.fps, step_s=1 / self.fps, num_frames=self.num_frames,
+                             stride=official_stride(self.hop_s, self.fps),
+                             max_frames=round(self.max_seconds * self.fps))
+        if plan is None:
+            flags.append("official_skips_short")
+        elif plan.truncated:
+            flags.append("truncated")
+        return plan
+
+    def _official_audio(self, file: Path, info: VideoInfo, plan: OfficialPlan, flags: list[str],
+                        stats: DecodeStats) -> OfficialWindowAudio | None:
+        """The official windows' audio: the untrimmed track through 16 bits, cut the official way; or None."""
+        wave = self._read_wave(file, info, flags, stats, trim=False)
+        if wave is None:
+            return None
+        spans = official_audio_spans(plan.frame_times.size, plan.n_timepoints, wave.size, self.num_frames, plan.stride)
+        if spans[0][1] - spans[0][0] < self.features.window_samples:
+            log.warning("%s: official audio windows of %d samples are shorter than one fbank frame; scored without "
+                        "audio", file, spans[0][1] - spans[0][0])
+            flags.append("no_audio")
+            return None
+        return OfficialWindowAudio(wav16(wave), self.features, plan.starts, spans)
+
     def _score(self, file: Path, pred: VideoPrediction) -> None:
         info = probe(file)
         duration = info.duration
@@ -268,27 +345,37 @@ class VideoScorer:
             raise MediaError(file, "no_duration", f"probe found no usable duration ({duration})")
         pred.duration_s = float(duration)
         flags = pred.flags
-        end = duration
-        if self.max_seconds is not None and duration > self.max_seconds + TIME_EPS:
-            end = float(self.max_seconds)
-            flags.append("truncated")
-        starts = plan_windows(end, self.window_s, self.hop_s)
-        padded = end < self.window_s - TIME_EPS
-        if padded:
-            flags.append("padded")
+        official = self._official_plan(file, info, flags) if self.preset == "official" else None
+        if official is not None:
+            starts, times, frame_ids = official.starts, official.frame_times, list(official.window_frames)
+        else:
+            end = duration
+            if self.max_seconds is not None and duration > self.max_seconds + TIME_EPS:
+                end = float(self.max_seconds)
+                flags.append("truncated")
+            starts = plan_windows(end, self.window_s, self.hop_s)
+            padded = end < self.window_s - TIME_EPS
+            if padded:
+                flags.append("padded")
+            times, frame_ids = frame_union(window_frame_times(starts, end, self.num_frames, self.fps, padded))
         if not self.has_video_head and not info.has_audio:
             raise MediaError(file, "no_audio", "the video has no audio and the model has no auxiliary video head")
 
         astats, vstats = DecodeStats(), DecodeStats()
-        audio = self._audio(file, info, starts, end, padded, flags, astats)
+        if official is not None:
+            audio = self._official_audio(file, info, official, flags, astats)
+        else:
+            audio = self._audio(file, info, starts, end, padded, flags, astats)
         if audio is None and not self.has_video_head:
             raise MediaError(file, "no_audio", "unusable audio track and the model has no auxiliary video head")
 
-        times, frame_ids = frame_union(window_frame_times(starts, end, self.num_frames, self.fps, padded))
         samples = np.linspace(0, times.size - 1, self.n_samples).round().astype(int) if self.n_samples else []
         track = FaceTrack(self.cropper, times, str(file), self.detect_batch, keep=samples)
         batcher = WindowBatcher(self.model, track, starts, frame_ids, audio, self.batch_size, self.device,
                                 self.precision)
+        batcher.progress = self.progress
+        if self.progress is not None:
+            self.progress(0, len(starts))
         self.stats.n_frames = int(times.size)
         frames = iter_frames_at(file, times, size=(info.width, info.height), stats=vstats)
         try:
@@ -306,6 +393,8 @@ class VideoScorer:
         self.stats.n_detector_calls = track.n_detector_calls
         self.stats.peak_frames_held = track.peak_held
         self.stats.n_batches = batcher.n_batches
+        if official is not None and len(track.detected) < times.size:
+            flags.append("official_skips_no_face")        # a frame without its own face; the official script skips
         if track.n_filled:
             flags.append("filled_frames")
         if batcher.n_skipped:

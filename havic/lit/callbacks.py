@@ -1,4 +1,8 @@
-"""Training callbacks: reconstruction previews and lexicographic best-checkpoint selection."""
+"""Training callbacks: reconstruction previews, lexicographic best-checkpoint selection, the last checkpoint.
+
+Checkpoints are written atomically (:class:`AtomicCheckpointIO`): a run killed while saving keeps
+its previous file.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,9 +13,16 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
-__all__ = ["BestCheckpoint", "ReconstructionPreview", "paste_reconstruction", "render_preview"]
+from havic.utils.io import atomic_path
+
+__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "ReconstructionPreview", "paste_reconstruction",
+           "reconstruction_errors", "render_preview"]
+
+# Pretraining terms shown in a preview's title when the step logged them (train/<name>).
+PREVIEW_TERMS = ("loss", "rec_video", "rec_audio", "contrastive", "cross_video", "cross_audio")
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +37,29 @@ def paste_reconstruction(masked: Tensor, recon: Tensor) -> Tensor:
     return masked.where(~masked.isnan(), recon)
 
 
+def reconstruction_errors(tensors: dict[str, Tensor]) -> dict[str, float]:
+    """Mean squared error of the first clip's final-layer reconstruction over its masked-out values.
+
+    This is the paper's reconstruction loss (Eq. 1: masked tokens) of the last decoder layer for
+    the clip shown, against the same targets: [0, 1] pixels and the normalised fbank.
+
+    Returns:
+        ``{"video": mse, "audio": mse}`` (NaN for a modality with nothing masked).
+    """
+    out = {}
+    for name in ("video", "audio"):
+        hidden = tensors[f"{name}_masked"][0].isnan()
+        diff = (tensors[f"{name}_recon"][0] - tensors[name][0])[hidden]
+        out[name] = float(diff.double().pow(2).mean()) if diff.numel() else math.nan
+    return out
+
+
 def render_preview(tensors: dict[str, Tensor], path: str | Path, num_frames: int = 4, title: str = "") -> Path:
     """Write a PNG: rows input / masked / reconstruction / visible + reconstruction; video frames, then the spectrogram.
 
     The last row pastes the reconstruction into the masked-out patches of the input, the usual
     way to read a masked autoencoder (only masked patches are reconstructed by the paper's loss).
+    The title ends with :func:`reconstruction_errors` of the clip shown.
 
     Args:
         tensors: :meth:`havic.lit.pretrain.PretrainModule.reconstruct` output; the first clip is shown.
@@ -71,8 +100,10 @@ def render_preview(tensors: dict[str, Tensor], path: str | Path, num_frames: int
         ax.set_yticks([])
         if r == 0:
             ax.set_title("fbank (time →, mel ↑)", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    errors = reconstruction_errors(tensors)
+    shown = (f"this clip, last decoder layer, masked patches: MSE video {errors['video']:.4f}, "
+             f"audio {errors['audio']:.4f}")
+    fig.suptitle(f"{title}\n{shown}" if title else shown, fontsize=9)
     fig.savefig(path)
     return path
 
@@ -107,8 +138,10 @@ class ReconstructionPreview(pl.Callback):
         if not trainer.is_global_zero:
             return
         tensors = pl_module.reconstruct(batch, num=1)
-        path = render_preview(tensors, self.out_dir / f"step_{step:07d}.png", self.num_frames,
-                              title=f"step {step}")
+        metrics = getattr(trainer, "callback_metrics", {})
+        terms = [f"{k} {float(metrics[f'train/{k}']):.4f}" for k in PREVIEW_TERMS if f"train/{k}" in metrics]
+        title = f"step {step}" + (f", batch losses: {', '.join(terms)}" if terms else "")
+        path = render_preview(tensors, self.out_dir / f"step_{step:07d}.png", self.num_frames, title=title)
         self.written.append(path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
@@ -181,3 +214,48 @@ class BestCheckpoint(pl.Callback):
         self.best = None if best is None else tuple(float(v) for v in best)
         self.best_metrics = dict(state_dict.get("best_metrics", {}))
         self.best_epoch = int(state_dict.get("best_epoch", -1))
+
+
+class LastCheckpoint(pl.Callback):
+    """Keep ``dirpath/filename`` at the newest step: after every validation, every epoch, and when training ends.
+
+    Saving when training ends as well means that a run always leaves its last state, also when no
+    validation ran (e.g. ``check_val_every_n_epoch`` above ``max_epochs``) or it stopped in the
+    middle of an epoch; a step already saved is not saved again.
+
+    Args:
+        dirpath: checkpoint folder.
+        filename: checkpoint file name.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt") -> None:
+        self.dirpath = Path(dirpath)
+        self.filename = filename
+        self._saved_step = -1
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.filename
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or trainer.global_step == self._saved_step:
+            return
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step = trainer.global_step
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through a temporary file renamed over the target (:func:`atomic_path`)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)

@@ -3,7 +3,9 @@
 ``tools/train.py`` is ``prepare_run(cfg)``, ``trainer.fit`` and ``finish_run``. A run folder
 ``<train.run_dir>/<name>-<timestamp>/`` holds ``config.yaml`` (the resolved configuration),
 ``train.log``, ``csv/metrics.csv``, ``wandb/`` (offline unless ``WANDB_MODE`` says otherwise),
-``checkpoints/{last,best}.ckpt``, ``previews/`` and ``export/{best,last}.safetensors``.
+``checkpoints/{last,best}.ckpt``, ``previews/`` and ``export/{best,last}.safetensors``. Every run ends
+with ``checkpoints/last.ckpt`` and ``export/last.safetensors`` (:class:`~havic.lit.callbacks.LastCheckpoint`),
+or fails; ``best`` exists once a validation ran. Checkpoints are written atomically.
 
 Weights files (``train.init_from``, read by :mod:`havic.checkpoints.transfer`, never unpickling
 objects): a weights file or Lightning checkpoint of this project (its configuration must agree with
@@ -24,14 +26,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 
-from havic.checkpoints import check_compatible, export_checkpoint, init_weights, read_init_weights
+from havic.checkpoints import check_compatible, check_torch_file, export_checkpoint, init_weights, read_init_weights
 from havic.config import ConfigError, save_config, to_container
 from havic.lit.base import HavicModule
-from havic.lit.callbacks import BestCheckpoint, ReconstructionPreview
+from havic.lit.callbacks import AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, ReconstructionPreview
 from havic.lit.finetune import FinetuneModule
 from havic.lit.pretrain import PretrainModule
+from havic.utils.io import remove_stale_temps
 from havic.utils.logging import global_rank
 
 __all__ = [
@@ -64,10 +67,19 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(f"train.global_batch_size={tc.global_batch_size}: must be >= 1 or null")
     if len(tc.betas) != 2:
         raise ConfigError(f"train.betas={list(tc.betas)}: expected two values")
+    if tc.stage == "finetune" and not tc.init_from and not tc.resume and not tc.allow_scratch:
+        raise ConfigError("fine-tuning without pretrained weights: set train.init_from=<pretraining weights>, or "
+                          "train.allow_scratch=true to start the encoders at random (the w/o HCP ablation)")
     for key in ("init_from", "resume"):
         path = tc[key]
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"train.{key}={path!r}: file not found")
+    if tc.resume is not None:
+        # Left by the run killed while saving: its checkpoints (and, in a run folder, its exports).
+        folder = Path(tc.resume).parent
+        in_run = folder.name == "checkpoints"
+        remove_stale_temps(folder.parent if in_run else folder, recursive=in_run)
+        check_torch_file(tc.resume)  # Lightning reads it later: refuse a damaged or unsafe file here, in one line
 
 
 def _plain(value: Any) -> Any:
@@ -150,7 +162,7 @@ def build_module(cfg: DictConfig) -> HavicModule:
     """The stage's LightningModule, initialised from ``train.init_from`` when set."""
     module = MODULES[cfg.train.stage](cfg)
     if cfg.train.stage == "finetune" and not cfg.train.init_from:
-        log.warning("fine-tuning WITHOUT pretrained weights (train.init_from is null): encoders start at random")
+        log.info("fine-tuning from scratch (train.allow_scratch): encoders start at random")
     if cfg.train.init_from:
         state_dict, source_cfg = read_init_weights(cfg.train.init_from)
         if source_cfg is not None:
@@ -194,7 +206,7 @@ def _callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     ckpt_dir = run_dir / "checkpoints"
     best_keys = [("val/loss", "min")] if cfg.train.stage == "pretrain" else [("val/auc", "max"), ("val/acc", "max")]
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False),
+        LastCheckpoint(ckpt_dir),
         BestCheckpoint(ckpt_dir, best_keys),
         LearningRateMonitor(logging_interval="step", log_momentum=True, log_weight_decay=False),
     ]
@@ -216,7 +228,20 @@ def build_trainer(cfg: DictConfig, run_dir: Path, world: int, accumulate: int) -
         limit_val_batches=_plain(t.limit_val_batches), num_sanity_val_steps=t.num_sanity_val_steps,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar,
         logger=_loggers(cfg, run_dir), callbacks=_callbacks(cfg, run_dir), default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,  # LastCheckpoint and BestCheckpoint save; no default ModelCheckpoint
     )
+
+
+def validation_warning(cfg: DictConfig) -> str | None:
+    """Why a run will never validate (so writes no best checkpoint), or None."""
+    t = cfg.train.trainer
+    if _plain(t.limit_val_batches) in (0, 0.0):
+        return "train.trainer.limit_val_batches=0"
+    if t.max_epochs is not None and 0 < t.max_epochs < t.check_val_every_n_epoch and t.max_steps in (None, -1):
+        return (f"train.trainer.check_val_every_n_epoch={t.check_val_every_n_epoch} is above "
+                f"train.trainer.max_epochs={t.max_epochs}")
+    return None
 
 
 @dataclass
@@ -269,17 +294,32 @@ def prepare_run(cfg: DictConfig) -> Run:
                           "set train.trainer.devices / num_nodes to match the launcher")
     for logger in trainer.loggers:
         logger.log_hyperparams(to_container(cfg))
+    reason = validation_warning(cfg)
+    if reason:
+        log.warning("this run never validates (%s): no best checkpoint; it saves checkpoints/last.ckpt and "
+                    "export/last.safetensors", reason)
     return Run(cfg, run_dir, module, datamodule, trainer, world, accumulate)
 
 
 def finish_run(run: Run) -> dict[str, Path]:
-    """Export the best and last weights (``train.export``) on global rank zero; returns the files."""
-    if not run.cfg.train.export or not run.trainer.is_global_zero:
+    """Export the best and last weights (``train.export``) on global rank zero; returns the files.
+
+    Raises:
+        RuntimeError: the run left no last checkpoint (training did not run to its end).
+    """
+    if not run.trainer.is_global_zero:
+        return {}
+    last = run.run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise RuntimeError(f"{run.run_dir}: training ended without a last checkpoint ({last})")
+    if not run.cfg.train.export:
         return {}
     out = {}
     for name in ("best", "last"):
         ckpt = run.run_dir / "checkpoints" / f"{name}.ckpt"
         if ckpt.is_file():
             out[name] = export_checkpoint(ckpt, run.run_dir / "export" / f"{name}.safetensors")
+        else:
+            log.warning("no %s: no validation ran, so only the last weights are exported", ckpt)
     return out
 
