@@ -21,7 +21,6 @@ LONG_MODULES: dict[str, str] = {
     "havic.data.manifest": "the manifest schema: columns, validation with row/column messages and seeded splits",
     "havic.data.video": "PyAV decoding: probing, exact-time frame sampling, audio decoding and the writer",
     "havic.data.preprocess": "the resumable preprocessing job: workers, shards, markers and failures",
-    "havic.config": "the configuration schema (one documented dataclass per section), variants and the one merger",
 }
 
 
