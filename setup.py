@@ -46,6 +46,7 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.66",
         "huggingface_hub>=0.34",  # hf:// weights (havic.checkpoints.hub) and the `hf` upload command
+        "transformers>=5.0,<6",  # Wav2Vec2 / CLIP / VideoMAE feature extractors (havic.features.hf)
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

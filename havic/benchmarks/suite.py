@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from havic.benchmarks.cases_data import bench_data, bench_video
+from havic.benchmarks.cases_features import FEATURE_EXTRACTORS, bench_features
 from havic.benchmarks.cases_model import bench_gpu, bench_inference, bench_peak, bench_pretrain, gpu_skips
 from havic.benchmarks.entries import entry
 from havic.benchmarks.media import default_video, face_overrides
@@ -31,11 +32,11 @@ from havic.config import CONFIG_DIR, load_config, split_items, to_container
 
 __all__ = ["BENCHMARKS", "RUNNERS", "SuiteOptions", "git_commit", "plan", "run_case", "run_suite", "suite_config"]
 
-BENCHMARKS = ("peak", "pretrain", "inference", "video", "data", "gpu")
+BENCHMARKS = ("peak", "pretrain", "inference", "video", "data", "gpu", "features")
 
 RUNNERS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "peak": bench_peak, "pretrain": bench_pretrain, "inference": bench_inference, "video": bench_video,
-    "data": bench_data, "gpu": bench_gpu,
+    "data": bench_data, "gpu": bench_gpu, "features": bench_features,
 }
 
 
@@ -118,6 +119,8 @@ def plan(cfg: Any, only: Sequence[str], cuda: bool, compile_cases: bool) -> list
         cases.append(("data", {}))
     if "gpu" in only and cuda:
         cases.append(("gpu", {}))
+    if "features" in only:
+        cases += [("features", {"extractor": name, "batch_size": 8}) for name in FEATURE_EXTRACTORS]
     return cases
 
 
@@ -177,7 +180,7 @@ def run_suite(cfg: Any, options: SuiteOptions, *, files: Sequence[str] = (), ove
     load_before = loadavg()
     started = time.perf_counter()
     try:
-        needs_video = {"video", "data"} & set(options.only)
+        needs_video = {"video", "data", "features"} & set(options.only)
         video = Path(options.video) if options.video else (default_video(workdir, options.quick) if needs_video
                                                              else None)
         base = {

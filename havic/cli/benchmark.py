@@ -14,8 +14,9 @@ Benchmarks (``--only``): ``peak`` (matrix-product FLOP/s per dtype), ``pretrain`
 forward + backward, and with the AdamW update), ``inference`` (detector at batch 1 and 4), ``video``
 (a 10 s video scored end to end: our pipeline and, as the same-run baseline, the official pipeline's
 costs), ``data`` (preprocessing frames/s, cache size per hour, cache reads in clips/s against the
-official PNG layout) and ``gpu`` (SDPA kernels, torch.compile, fused AdamW, channels-last: skipped
-with a reason without CUDA). The protocol is :mod:`havic.benchmarks`'s: one warm-up and three timed
+official PNG layout), ``gpu`` (SDPA kernels, torch.compile, fused AdamW, channels-last: skipped
+with a reason without CUDA) and ``features`` (each feature extractor on the video: videos/s, frames/s,
+store MB per hour of video). The protocol is :mod:`havic.benchmarks`'s: one warm-up and three timed
 calls per case, the median reported, calls disturbed by other processes repeated
 (``--max-repeats``); with ``--isolate`` (the default without ``--quick``) every case runs in a
 fresh process. On a machine shared with another busy process, ``--threads 1`` gives clean figures.
