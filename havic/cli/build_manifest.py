@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--subset-list", type=Path, help="kodf: file listing the paths (relative to ROOT) to keep")
     p.add_argument("--labels-csv", type=Path, help="generic: CSV with path,label instead of real/ and fake/")
     p.add_argument("--subsets", nargs="+", help="lrs2: main pretrain; lrs3: pretrain trainval test")
+    p.add_argument("--split-csv", nargs="+", metavar="SPLIT=CSV",
+                   help="av1m, avlips: lists of the videos of each split (e.g. SSR-DFD's); only listed videos are kept")
     return p.parse_args(argv)
 
 
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--split cross-manip is defined for fakeavceleb only")
     try:
         result = build(args.dataset, args.root, meta_csv=args.meta_csv, subset_list=args.subset_list,
-                       labels_csv=args.labels_csv, subsets=args.subsets)
+                       labels_csv=args.labels_csv, subsets=args.subsets, split_csv=args.split_csv)
         fractions = tuple(args.fractions or DEFAULT_FRACTIONS.get(args.split, ()))
         rows, folds = result.manifest.rows, {}
         if args.split == "paper":

@@ -18,6 +18,10 @@ The dataset root is not stored in the file: it is passed alongside (the data con
 ``root`` argument of :func:`read_manifest` / :meth:`Manifest.resolve`), so one manifest works on
 every machine that holds a copy of the dataset. An absolute ``path`` is allowed and used as is.
 
+One extra column has a meaning: ``fake_segments`` (optional; AV-Deepfake1M writes it) holds the
+manipulated spans of the video as a JSON list of ``[start, end]`` seconds (``[]`` for a real
+video); it is checked when present and read with :func:`fake_segments`.
+
 Only ``path`` and ``label`` are required when reading; a missing ``audio_label`` / ``video_label``
 reads as -1 and a missing ``group`` / ``category`` / ``split`` as empty. Written files always carry
 all seven columns.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 import os
 from collections import Counter, defaultdict
@@ -47,6 +52,7 @@ __all__ = [
     "ManifestRow",
     "Problem",
     "SPLITS",
+    "fake_segments",
     "leave_one_out_folds",
     "read_manifest",
     "split_by_group",
@@ -238,6 +244,30 @@ def _row_problems(row: ManifestRow, index: int, line: int) -> list[Problem]:
     for key, value in row.extra.items():
         if not isinstance(value, str):
             bad(key, f"extra columns hold strings, got {type(value).__name__}")
+    if isinstance(row.extra.get("fake_segments"), str) and row.extra["fake_segments"].strip():
+        try:
+            fake_segments(row)
+        except ValueError as err:
+            bad("fake_segments", str(err))
+    return out
+
+
+def fake_segments(row: ManifestRow) -> list[tuple[float, float]]:
+    """The row's ``fake_segments`` as ``[(start_s, end_s), ...]`` ([] when the column is absent or empty).
+
+    Raises:
+        ValueError: not a JSON list of [start, end] pairs with 0 <= start <= end.
+    """
+    text = row.extra.get("fake_segments", "").strip()
+    if not text:
+        return []
+    try:
+        spans = json.loads(text)
+        out = [(float(a), float(b)) for a, b in spans]
+    except (ValueError, TypeError):
+        raise ValueError(f"expected a JSON list of [start, end] seconds, got {text[:60]!r}") from None
+    if any(not 0 <= a <= b for a, b in out):
+        raise ValueError(f"segments need 0 <= start <= end, got {text[:60]!r}")
     return out
 
 

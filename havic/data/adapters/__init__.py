@@ -13,6 +13,8 @@ lrs3            :func:`lrs.lrs3`                              ``subsets`` (pretr
 kodf            :func:`kodf.kodf`                             ``subset_list``
 hifi-avdf       :func:`hifi_avdf.hifi_avdf`                   (none)
 generic         :func:`generic.generic`                       ``labels_csv``
+av1m            :func:`avdeepfake1m.avdeepfake1m`             ``split_csv`` (SPLIT=CSV items)
+avlips          :func:`avlips.avlips`                         ``split_csv`` (SPLIT=CSV items)
 ==============  ============================================  ==================================
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from havic.data.adapters._common import AdapterResult, SkippedFile, write_skipped
+from havic.data.adapters.avdeepfake1m import avdeepfake1m
+from havic.data.adapters.avlips import avlips
 from havic.data.adapters.fakeavceleb import CROSS_MANIPULATION_HELD_OUT, cross_manipulation_folds, fakeavceleb
 from havic.data.adapters.generic import generic
 from havic.data.adapters.hifi_avdf import hifi_avdf
@@ -32,6 +36,8 @@ from havic.data.adapters.lrs import lrs2, lrs3
 __all__ = [
     "ADAPTERS",
     "AdapterResult",
+    "avdeepfake1m",
+    "avlips",
     "CROSS_MANIPULATION_HELD_OUT",
     "SkippedFile",
     "build",
@@ -52,6 +58,8 @@ ADAPTERS: dict[str, Callable[..., AdapterResult]] = {
     "kodf": kodf,
     "hifi-avdf": hifi_avdf,
     "generic": generic,
+    "av1m": avdeepfake1m,
+    "avlips": avlips,
 }
 
 

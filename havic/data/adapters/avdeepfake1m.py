@@ -1,0 +1,165 @@
+"""AV-Deepfake1M: labels and fake segments from the per-split metadata JSON; SSR-DFD split CSVs on request.
+
+Layout (ROOT holds the split folders and their metadata)::
+
+    train_metadata.json   train/<voxceleb id>/<youtube id>/<clip>/<kind>.mp4
+    val_metadata.json     val/...
+    test_files.txt        test/...        (labels withheld: not listed)
+
+* Each metadata JSON is a list with one dict per video: ``file`` (relative to the split folder),
+  ``split``, ``modify_type``, ``fake_segments``, ``audio_fake_segments``,
+  ``visual_fake_segments`` ([start, end] seconds), ``video_frames``, ...
+* Labels come from the segment lists (``audio_label`` = audio segments non-empty, ``video_label``
+  = visual segments non-empty), as the SDK's own flags test a misspelt ``modify_type``; only
+  where the lists are absent is ``modify_type`` read.
+* ``category``: RVRA / RVFA / FVRA / FVFA; ``group``: the VoxCeleb identity (first path part);
+  extras ``fake_segments`` (JSON), ``video_frames``, ``modify_type``.
+* Splits: the official test labels are withheld, so the official validation split is the test
+  subset (as SSR-DFD does) and the official train split is ``train``; a validation subset is
+  carved out of it by the probe protocols. With ``split_csv`` (``SPLIT=CSV`` items, e.g. the
+  SSR-DFD lists a user has) only the listed videos are kept, with the split of their list.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from havic.data.adapters._common import AdapterResult, SkippedFile
+from havic.data.manifest import SPLITS, Manifest, ManifestRow
+
+__all__ = ["OFFICIAL_TO_SPLIT", "avdeepfake1m", "parse_split_csv_items", "read_split_csvs", "split_key"]
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_TO_SPLIT = {"train": "train", "val": "test"}
+_CATEGORY = {(0, 0): "RVRA", (1, 0): "RVFA", (0, 1): "FVRA", (1, 1): "FVFA"}
+_MODIFY_TYPE = {"real": (0, 0), "audio_modified": (1, 0), "visual_modified": (0, 1), "both_modified": (1, 1)}
+
+
+def parse_split_csv_items(items: Sequence[str] | Mapping[str, str | Path]) -> dict[str, Path]:
+    """``["train=a.csv", "test=b.csv"]`` (or a mapping) -> ``{split: path}``; splits must be train/val/test."""
+    pairs = items.items() if isinstance(items, Mapping) else [str(i).partition("=")[::2] for i in items]
+    out: dict[str, Path] = {}
+    for split, path in pairs:
+        if split not in SPLITS or not str(path):
+            raise ValueError(f"split CSV item {split}={path}: expected SPLIT=CSV with SPLIT one of {SPLITS}")
+        out[split] = Path(path)
+    return out
+
+
+def split_key(path: str, depth: int) -> str:
+    """The last `depth` parts of a path, without the file extension: how list entries meet manifest paths."""
+    parts = PurePosixPath(path.replace("\\", "/")).with_suffix("").parts
+    return "/".join(parts[-depth:])
+
+
+def read_split_csvs(items: Sequence[str] | Mapping[str, str | Path], depth: int) -> dict[str, tuple[str, str]]:
+    """``{key: (split, csv name)}`` from split lists (a ``path`` column, or the first column).
+
+    Entries may be absolute paths, paths with another prefix or feature files (any extension):
+    they are matched on their last `depth` parts (see :func:`split_key`).
+
+    Raises:
+        FileNotFoundError: a list is missing. ValueError: a video listed in two splits.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for split, path in parse_split_csv_items(items).items():
+        if not path.is_file():
+            raise FileNotFoundError(f"split CSV not found: {path}")
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            continue
+        header = [h.strip() for h in rows[0]]
+        column = header.index("path") if "path" in header else 0
+        body = rows[1:] if "path" in header or not Path(header[0]).suffix else rows
+        for fields in body:
+            if len(fields) <= column or not fields[column].strip():
+                continue
+            key = split_key(fields[column].strip(), depth)
+            if key in out and out[key][0] != split:
+                raise ValueError(f"{path}: {fields[column]!r} is also listed in {out[key][1]}")
+            out[key] = (split, path.name)
+    return out
+
+
+def _labels(item: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(label, audio_label, video_label) of one metadata entry."""
+    if "audio_fake_segments" in item and "visual_fake_segments" in item:
+        a, v = int(bool(item["audio_fake_segments"])), int(bool(item["visual_fake_segments"]))
+        if (a, v) == (0, 0) and item.get("fake_segments"):
+            return 1, -1, -1  # a fake whose modality the metadata does not say
+        return int(a or v), a, v
+    a, v = _MODIFY_TYPE.get(str(item.get("modify_type", "")), (-1, -1))
+    if a < 0:
+        raise ValueError(f"{item.get('file')!r}: neither segment lists nor a known modify_type")
+    return int(a or v), a, v
+
+
+def avdeepfake1m(root: str | Path, split_csv: Sequence[str] | Mapping[str, str | Path] | None = None) -> AdapterResult:
+    """Lists AV-Deepfake1M videos of the official train and val splits with labels and fake segments.
+
+    Args:
+        root: the folder holding ``train_metadata.json`` / ``val_metadata.json`` and the split folders.
+        split_csv: ``SPLIT=CSV`` items; when given, only the listed videos are kept.
+
+    Returns:
+        Rows; listed files missing on disk and list entries that match no video are in ``skipped``.
+
+    Raises:
+        FileNotFoundError: no metadata JSON under `root`, or a split CSV is missing.
+        ValueError: a metadata file that is not a list of dicts with ``file``.
+    """
+    root = Path(root)
+    present = [s for s in OFFICIAL_TO_SPLIT if (root / f"{s}_metadata.json").is_file()]
+    if not present:
+        raise FileNotFoundError(f"{root}: no train_metadata.json or val_metadata.json; ROOT must be the folder "
+                                "that holds them and the train/ and val/ folders")
+    chosen = read_split_csvs(split_csv, 4) if split_csv else None
+    result = AdapterResult(Manifest())
+    rows: list[ManifestRow] = []
+    matched: set[str] = set()
+    for official in present:
+        meta_path = root / f"{official}_metadata.json"
+        entries = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError(f"{meta_path}: expected a list of video entries, got {type(entries).__name__}")
+        for item in entries:
+            if not isinstance(item, dict) or not item.get("file"):
+                raise ValueError(f"{meta_path}: entry without 'file': {str(item)[:120]}")
+            file = str(item["file"]).replace("\\", "/")
+            rel = file if file.startswith(f"{official}/") else f"{official}/{file}"
+            split = OFFICIAL_TO_SPLIT[official]
+            if chosen is not None:
+                hit = chosen.get(split_key(rel, 4))
+                if hit is None:
+                    result.ignored["videos not in the split CSVs"] += 1
+                    continue
+                matched.add(split_key(rel, 4))
+                split = hit[0]
+            if not (root / rel).is_file():
+                result.skipped.append(SkippedFile(rel, f"listed in {meta_path.name} but missing"))
+                continue
+            label, audio_label, video_label = _labels(item)
+            segments = item.get("fake_segments") or []
+            rows.append(ManifestRow(
+                path=rel, label=label, audio_label=audio_label, video_label=video_label,
+                group=PurePosixPath(rel).parts[1] if len(PurePosixPath(rel).parts) > 2 else "",
+                category=_CATEGORY.get((audio_label, video_label), "fake"), split=split,
+                extra={"fake_segments": json.dumps([[float(s), float(e)] for s, e in segments]),
+                       "video_frames": str(item.get("video_frames", "")),
+                       "modify_type": str(item.get("modify_type", ""))},
+            ))
+    if chosen is not None:
+        for key, (_, name) in sorted(chosen.items()):
+            if key not in matched:
+                result.skipped.append(SkippedFile(key, f"listed in {name} but not in the metadata"))
+    if (root / "test_files.txt").is_file():
+        result.ignored["official test videos (labels withheld)"] += sum(
+            1 for line in (root / "test_files.txt").read_text().splitlines() if line.strip())
+    result.manifest = Manifest(rows, ("fake_segments", "video_frames", "modify_type"))
+    return result

@@ -1,0 +1,80 @@
+"""`havic probe` end to end on tiny feature stores: train, evaluate, SSR-DFD's probe, fuse, matrix, bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from havic.cli.probe import main
+from havic.features.records import FeatureSequence
+from havic.features.store import FeatureStore, StoredVideo
+
+FAST = ["--lr", "0.05", "--max-epochs", "20", "--patience", "5", "--batch-size", "2"]
+
+
+def make_store(root: Path, seed: int, n: int = 24) -> Path:
+    """Real/fake videos of 4-12 frames; fakes have a few frames pushed along one direction, in both features."""
+    g = torch.Generator().manual_seed(seed)
+    store = FeatureStore.create(root, {"extractor": "test"})
+    videos = []
+    for i in range(n):
+        split = "train" if i < n // 2 else "val" if i < 3 * n // 4 else "test"
+        v = StoredVideo(f"v{i}.mp4", i % 2, "FVFA" if i % 2 else "RVRA", split)
+        t = int(torch.randint(4, 13, (1,), generator=g))
+        a, b = torch.randn(t, 6, generator=g), torch.randn(t, 4, generator=g)
+        if i % 2:
+            a[:3, 0] += 8.0
+            b[:3, 1] += 8.0
+        store.write(v, [FeatureSequence("aud", a, 25.0, "audio"), FeatureSequence("vid", b, 25.0, "video")],
+                    duration_s=t / 25)
+        videos.append(v)
+    store.build_index(videos)
+    return root
+
+
+def test_train_evaluate_fuse(tmp_path, capsys):
+    store = make_store(tmp_path / "store", 0)
+    assert main(["train", str(store), "--feature", "aud", "--out", str(tmp_path / "aud"), *FAST]) == 0
+    metrics = json.loads((tmp_path / "aud" / "metrics.json").read_text())
+    assert metrics["test"]["auc"] == 1.0 and metrics["length_audit"]["n"] == 6
+    assert main(["train", str(store), "--feature", "vid", "--out", str(tmp_path / "vid"), *FAST]) == 0
+    # evaluating the exported probe gives the scores training wrote
+    assert main(["evaluate", str(store), "--probe", str(tmp_path / "aud" / "probe.safetensors"), "--feature", "aud",
+                 "--out", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "scores.csv").read_text() == (tmp_path / "aud" / "scores.csv").read_text()
+    assert main(["fuse", str(tmp_path / "aud" / "scores.csv"), str(tmp_path / "vid" / "scores.csv"),
+                 "--out", str(tmp_path / "fuse")]) == 0
+    study = json.loads((tmp_path / "fuse" / "metrics.json").read_text())
+    assert study["models"] == ["aud", "vid"] and study["fused_auc"][0][1] == 1.0
+    assert (tmp_path / "fuse" / "correlation.png").is_file() and "| aud |" in (tmp_path / "fuse" / "fusion.md").read_text()
+
+
+def test_matrix_with_random_init_rows(tmp_path):
+    favc, av1m = make_store(tmp_path / "favc", 1), make_store(tmp_path / "av1m", 2)
+    twin = make_store(tmp_path / "rnd", 3)
+    out = tmp_path / "matrix"
+    assert main(["matrix", "--dataset", f"favc={favc}", f"av1m={av1m}", "--random-init", f"favc={twin}",
+                 f"av1m={twin}", "--train-on", "favc", "--feature", "aud", "--out", str(out), *FAST]) == 0
+    table = (out / "matrix.md").read_text().splitlines()
+    assert table[0] == "| feature | mod. | A favc→favc | D favc→av1m | mean OOD |"
+    assert table[2].startswith("| aud |") and table[3].startswith("| aud (random init) |")
+    assert (out / "matrix.png").is_file() and (out / "scores" / "aud" / "favc-av1m.csv").is_file()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    store = make_store(tmp_path / "store", 0, n=8)
+    assert main(["train", str(store), "--feature", "nope", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no sequence 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", str(store), "--feature", "aud", "--ssr-binary", "--out", str(tmp_path / "o")]) == 2
+    assert "needs the manifest" in capsys.readouterr().err
+    assert main(["matrix", "--dataset", "favc", "--train-on", "favc", "--feature", "aud"]) == 2
+    assert "NAME=STORE" in capsys.readouterr().err
+
+
+def test_evaluate_the_released_probe_checks_the_dimension(assets_dir, tmp_path, capsys):
+    store = make_store(tmp_path / "store", 0, n=8)
+    ckpt = assets_dir / "ssr-dfd" / "wav2vec2_probe_epoch48.ckpt"
+    assert main(["evaluate", str(store), "--probe", str(ckpt), "--feature", "aud", "--out", str(tmp_path / "o")]) == 2
+    assert "reads 3840-d features" in capsys.readouterr().err
