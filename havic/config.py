@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from havic.data import audio as audio_frontend
+from havic.utils.io import atomic_write_text
 from havic.variants import VARIANT_SWITCHES, fill_audio_norm
 
 # The configuration files ship inside the package (the top-level configs/ of a checkout links here),
@@ -340,7 +341,12 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
         raise ConfigError(f"{path}: include cycle through {[str(p) for p in seen]}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    node = OmegaConf.load(path)
+    if path.suffix.lower() not in (".yaml", ".yml"):  # e.g. a predictions CSV given where a config goes
+        raise ConfigError(f"{path}: not a configuration file (configurations are .yaml or .yml files)")
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {_shorten(str(err))}") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path}: top level must be a mapping")
     layers: list[DictConfig] = []
@@ -353,12 +359,18 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
     return layers
 
 
+def _shorten(text: str, limit: int = 120) -> str:
+    """One error line stays one line: a key or message longer than `limit` is cut with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _merge(cfg: DictConfig, layer: DictConfig | ListConfig, origin: str) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, layer)
     except (ConfigKeyError, ValidationError) as err:
-        key = getattr(err, "full_key", None) or ""
-        reason = (err.msg.strip().splitlines() or [""])[0]  # OmegaConf appends full_key / type lines
+        key = _shorten(getattr(err, "full_key", None) or "")
+        reason = _shorten((err.msg.strip().splitlines() or [""])[0])  # OmegaConf appends full_key / type lines
         raise ConfigError(f"{origin}: invalid key or value {key!r}: {reason}") from None
 
 
@@ -463,16 +475,7 @@ def model_config(cfg: DictConfig | ModelConfig | None = None, **overrides: Any) 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(OmegaConf.to_yaml(cfg, resolve=True))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

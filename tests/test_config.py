@@ -100,3 +100,27 @@ def test_clip_frames_must_match_the_model():
     with pytest.raises(ConfigError, match="model.video.num_frames"):
         load_config(overrides=["data.fps=4"])
     assert load_config([CONFIG_DIR / "tiny.yaml"]).data.fps == 1.25
+
+
+def test_a_file_that_is_not_yaml_is_refused_in_one_short_line(tmp_path):
+    """A predictions CSV given where a configuration goes: one line naming the file, not its contents."""
+    csv = tmp_path / "pred.csv"
+    csv.write_text("path,label,score\n" + "".join(f"v{i}.mp4,1,0.{i}\n" for i in range(500)))
+    with pytest.raises(ConfigError, match=r"pred\.csv: not a configuration file") as err:
+        load_config([csv])
+    assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+
+
+def test_an_unknown_long_key_is_shortened_in_the_message(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("x" * 1000 + ": 1\n")
+    with pytest.raises(ConfigError, match="bad.yaml") as err:
+        load_config([bad])
+    assert len(str(err.value)) < 400
+
+
+def test_malformed_yaml_is_a_config_error_naming_the_file(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("model:\n  dim: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_config([bad])

@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(p: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    tables = [c for c in ns.config if c.lower().endswith((".csv", ".json"))]
+    if tables:
+        p.error(f"{tables[0]}: prediction files go after --predictions (positional items are YAML configs "
+                "and key=value overrides)")
     config = [*ns.config, *infer_overrides(batch_size=ns.batch_size, aggregate=ns.aggregate, max_seconds=ns.max_seconds,
                                            precision=ns.precision, threshold=ns.threshold, preset=ns.preset)]
     # Without a detector the configuration still gives the infer settings (the threshold).
