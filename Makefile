@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-$(REQ_HASH)
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test test-fast demo clean-venv help
+.PHONY: setup test test-fast demo analysis clean-venv help
 
 help:
 	@echo "make setup      create $(VENV) from requirements.txt and install havic (editable)"
@@ -22,8 +22,10 @@ $(STAMP): requirements.txt
 	touch $@
 
 setup: $(STAMP)
-	@# The editable install points at this checkout; redo it when the venv is shared between clones.
-	@if [ "$$(cd / && $(abspath $(PY)) -c 'import havic, pathlib; print(pathlib.Path(havic.__file__).resolve().parent.parent)' 2>/dev/null)" != "$(CURDIR)" ]; then \
+	@# The editable install points at this checkout; redo it when the venv is shared between clones,
+	@# or when the console scripts it installs (setup.py, havic/cli) have changed since.
+	@if [ "$$(cd / && $(abspath $(PY)) -c 'import havic, pathlib; print(pathlib.Path(havic.__file__).resolve().parent.parent)' 2>/dev/null)" != "$(CURDIR)" ] \
+		|| [ ! -x $(VENV)/bin/havic ] || [ setup.py -nt $(VENV)/bin/havic ] || [ havic/cli/__init__.py -nt $(VENV)/bin/havic ]; then \
 		$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . ; fi
 
 test: setup
@@ -35,6 +37,11 @@ test-fast: setup
 demo: setup
 	@dir=runs/demo-$$(date +%Y%m%d-%H%M%S); \
 	$(PY) tools/demo.py --run-dir $$dir $(DEMO_ARGS) && echo "demo run folder: $$dir"
+
+# Probes per tap of the demo's pretrained HAVIC vs its random-init twin; DEMO=runs/demo-... reuses a demo run.
+analysis: setup
+	@dir=runs/analysis-$$(date +%Y%m%d-%H%M%S); \
+	$(PY) tools/analysis_demo.py --run-dir $$dir $(if $(DEMO),--demo-dir $(DEMO)) $(ANALYSIS_ARGS) && echo "analysis run folder: $$dir"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -59,6 +59,25 @@ def test_av1m_labels_segments_and_official_splits(av1m_root):
     assert res.ignored["official test videos (labels withheld)"] == 2
 
 
+def test_av1m_per_file_metadata_layout_gives_the_same_rows(av1m_root):
+    """The SDK's ``<split>_metadata/<path>.json`` layout: one dict per video, found by its path."""
+    listed = {r.path: r for r in build("av1m", av1m_root).manifest}
+    for name in ("train", "val"):
+        single = av1m_root / f"{name}_metadata.json"
+        for k, item in enumerate(json.loads(single.read_text())):
+            per_file = av1m_root / f"{name}_metadata" / Path(item["file"]).with_suffix(".json")
+            per_file.parent.mkdir(parents=True, exist_ok=True)
+            per_file.write_text(json.dumps({key: v for key, v in item.items() if key != "file" or k % 2}))
+        single.unlink()
+    res = build("av1m", av1m_root)
+    assert {r.path: r for r in res.manifest} == listed
+    assert [(s.path, s.reason) for s in res.skipped] == [("train/id002/yt9/00003/gone.mp4",
+                                                          "listed in train_metadata/ but missing")]
+    (av1m_root / "val_metadata" / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="bad.json: expected one video's metadata"):
+        build("av1m", av1m_root)
+
+
 def test_av1m_split_csvs_keep_the_listed_videos(av1m_root, tmp_path):
     (tmp_path / "train.csv").write_text("path,label\n/data/AV1M/train/id001/yt1/00001/real.npz,0\n"
                                         "train/id002/yt9/00003/real_video_fake_audio.mp4,1\n")

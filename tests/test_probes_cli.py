@@ -78,3 +78,39 @@ def test_evaluate_the_released_probe_checks_the_dimension(assets_dir, tmp_path, 
     ckpt = assets_dir / "ssr-dfd" / "wav2vec2_probe_epoch48.ckpt"
     assert main(["evaluate", str(store), "--probe", str(ckpt), "--feature", "aud", "--out", str(tmp_path / "o")]) == 2
     assert "reads 3840-d features" in capsys.readouterr().err
+
+
+def test_silence_audit_cuts_the_rows_of_the_leading_silence(tmp_path, capsys):
+    """Fakes start with 0.2 s of silence and carry their signal in rows 0-2 (25 Hz): trimming
+    floor(0.2 x 25) + 1 = 6 rows removes it, so the AUC falls from 1 to what is left."""
+    import numpy as np
+    from scipy.io import wavfile
+
+    store = make_store(tmp_path / "store", 0)
+    media = tmp_path / "media"
+    media.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        wav = rng.uniform(-0.5, 0.5, 16000).astype(np.float32)
+        if i % 2:
+            wav[:3200] = 0.0
+        wavfile.write(media / f"v{i}.mp4", 16000, wav)   # a WAV named as the store names it
+    assert main(["train", str(store), "--feature", "aud", "--out", str(tmp_path / "aud"), *FAST]) == 0
+    assert main(["silence-audit", str(store), "--probe", str(tmp_path / "aud" / "probe.safetensors"),
+                 "--feature", "aud", "--root", str(media), "--out", str(tmp_path / "audit")]) == 0
+    audit = json.loads((tmp_path / "audit" / "metrics.json").read_text())
+    full = {r[0]: r for r in (line.split(",") for line in (tmp_path / "audit" / "scores.csv").read_text().splitlines())}
+    trimmed = {r[0]: r for r in (line.split(",") for line in
+                                 (tmp_path / "audit" / "scores_trimmed.csv").read_text().splitlines())}
+    assert full["video_id"][-1] == "leading_silence_s" and len(full) == 7          # the 6 test videos v18-v23
+    for i in range(18, 24):
+        v = f"v{i}.mp4"
+        assert full[v][-1] == ("0.2000" if i % 2 else "0.0000")
+        cut = 6 if i % 2 else 1            # floor(silence x 25) + 1 rows
+        assert int(trimmed[v][4]) == int(full[v][4]) - cut if v in trimmed else int(full[v][4]) <= cut
+    assert audit["auc_full"] == 1.0 and audit["n"] == len(trimmed) - 1
+    assert audit["auc_trimmed"] is None or audit["auc_drop"] > 0.2
+    capsys.readouterr()
+    assert main(["silence-audit", str(store), "--probe", str(tmp_path / "aud" / "probe.safetensors"),
+                 "--feature", "aud", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -24,7 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("model_info", "parameter counts of the networks of a configuration"),
     "benchmark": ("benchmark", "speed and memory benchmarks with same-run baselines"),
     "demo": ("demo", "the whole pipeline on a generated dataset, with the results table"),
-    "probe": ("probe", "SSR-DFD linear probes on stored features: train, evaluate, matrix, fuse"),
+    "analysis-demo": ("analysis_demo", "probes of the demo's pretrained HAVIC per tap vs its random-init twin"),
+    "probe": ("probe", "SSR-DFD linear probes on stored features: train, evaluate, matrix, fuse, silence-audit"),
     "extract-features": ("extract_features", "frozen-encoder features of videos into a resumable feature store"),
 }
 

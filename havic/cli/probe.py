@@ -5,6 +5,8 @@
     havic probe matrix --dataset favc=FAVC_STORE av1m=AV1M_STORE avlips=AVLIPS_STORE \\
         --train-on favc av1m --feature havic/video/12 havic/audio/12 --ssr-binary favc av1m --out runs/matrix
     havic probe fuse runs/a/scores.csv runs/b/scores.csv --out runs/fusion
+    havic probe silence-audit STORE --probe runs/probe-a12/probe.safetensors --feature havic/audio/12 \\
+        --root /data/av1m --out runs/silence
 
 STORE is a feature store written by ``havic extract-features``; a dataset may name its manifest
 after a comma (``favc=STORE,favc.csv``) for audio/video labels and splits (needed by
@@ -12,7 +14,10 @@ after a comma (``favc=STORE,favc.csv``) for audio/video labels and splits (neede
 of two sequences. The probe is the paper's by default (L2 norm, linear head, LSE, Adam 1e-3,
 batch 1, <= 100 epochs, patience 10, seed 43). Outputs: metrics.json, scores.csv (video_id,
 label, score, p_fake, num_frames), probe.safetensors; the matrix also writes matrix.md and
-matrix.png, and fuse writes fusion.md and correlation.png.
+matrix.png, and fuse writes fusion.md and correlation.png. silence-audit scores the videos with
+their features and with the rows of their leading silence cut (havic.analysis.audits: first
+sample above 5e-4, floor(silence x 25) + 1 frames at 25 fps; the media are read from --root for
+the silence) and writes scores.csv, scores_trimmed.csv and the AUC drop.
 """
 from __future__ import annotations
 
@@ -73,6 +78,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     f.add_argument("scores", type=Path, nargs="+", help="scores.csv files of probes on the same test videos")
     f.add_argument("--names", nargs="+", help="model names (default: the parent folder of each CSV)")
     f.add_argument("--out", type=Path, help="output folder (default: runs/probe-<timestamp>)")
+    s = sub.add_parser("silence-audit", help="AUC with and without the leading silence (AVH-Align's trimmed mode)")
+    s.add_argument("store", type=Path, help="feature store folder")
+    s.add_argument("--probe", type=Path, required=True, help="probe.safetensors, or a released SSR-DFD .ckpt")
+    s.add_argument("--feature", required=True, help="sequence name in the store (A+B: early fusion)")
+    s.add_argument("--root", type=Path, required=True, help="folder the stored video paths are relative to")
+    s.add_argument("--manifest", type=Path, help="manifest of the stored videos (labels, splits)")
+    s.add_argument("--split", default="test", help="which videos: train, val, test or all")
+    s.add_argument("--out", type=Path, help="output folder (default: runs/probe-<timestamp>)")
     return p.parse_args(argv)
 
 
@@ -226,6 +239,43 @@ def run_fuse(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return study
 
 
+def run_silence_audit(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from havic.analysis.audits import leading_silence_s, silence_audit, trim_counts, trim_sequence
+    from havic.analysis.inputs import load_features
+    from havic.analysis.protocols import labels_of
+    from havic.analysis.reports import write_scores_csv
+    from havic.analysis.ssr_checkpoint import load_probe
+    from havic.analysis.training import score_probe
+    from havic.data.errors import MediaError
+    from havic.data.video import read_audio
+
+    loaded = load_probe(args.probe)
+    labels = labels_of(_rows(args.store, args.manifest, False), None if args.split == "all" else args.split)
+    if not labels:
+        raise ValueError(f"{args.store}: no videos in split {args.split!r}")
+    feats = load_features(args.store, args.feature, list(labels))
+    silence, trimmed = {}, {}
+    for path in labels:
+        try:
+            wav = read_audio(args.root / path)
+        except MediaError as err:
+            raise ValueError(f"{args.root / path}: {err}") from None
+        if wav is None:
+            raise ValueError(f"{args.root / path}: no audio stream, no leading silence to measure")
+        silence[path] = leading_silence_s(wav, 16000)
+        trimmed[path] = trim_sequence(feats[path], trim_counts(silence[path])[0])
+    full_videos, trim_videos = score_probe(loaded.probe, feats, labels), score_probe(loaded.probe, trimmed, labels)
+    extra = {"leading_silence_s": {k: f"{v:.4f}" for k, v in silence.items()}}
+    write_scores_csv(full_videos, out / "scores.csv", extra)
+    write_scores_csv(trim_videos, out / "scores_trimmed.csv", extra)
+    audit = silence_audit(labels, {v.video_id: v.score for v in full_videos},
+                          {v.video_id: v.score for v in trim_videos})
+    pct = lambda x: "—" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    print(f"AUC full {pct(audit['auc_full'])}, trimmed {pct(audit['auc_trimmed'])}, drop {pct(audit['auc_drop'])} "
+          f"(%, {audit['n']} videos)")
+    return {"feature": args.feature, "probe": str(args.probe), "split": args.split, **audit}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -233,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     from havic.checkpoints.files import CheckpointError
 
     out = args.out or default_out_dir("probe")
-    run = {"train": run_train, "evaluate": run_evaluate, "matrix": run_matrix, "fuse": run_fuse}[args.action]
+    run = {"train": run_train, "evaluate": run_evaluate, "matrix": run_matrix, "fuse": run_fuse,
+           "silence-audit": run_silence_audit}[args.action]
     try:
         result = run(args, out)
     except (ValueError, KeyError, FileNotFoundError, CheckpointError) as err:

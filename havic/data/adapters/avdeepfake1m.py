@@ -9,6 +9,9 @@ Layout (ROOT holds the split folders and their metadata)::
 * Each metadata JSON is a list with one dict per video: ``file`` (relative to the split folder),
   ``split``, ``modify_type``, ``fake_segments``, ``audio_fake_segments``,
   ``visual_fake_segments`` ([start, end] seconds), ``video_frames``, ...
+* Without ``<split>_metadata.json``, the per-file layout of the SDK loader is read: one such dict
+  per video in ``<split>_metadata/<voxceleb id>/<youtube id>/<clip>/<kind>.json``, the video's
+  path relative to the split folder with ``.json`` for ``.mp4`` (its ``file``, when present, wins).
 * Labels come from the segment lists (``audio_label`` = audio segments non-empty, ``video_label``
   = visual segments non-empty), as the SDK's own flags test a misspelt ``modify_type``; only
   where the lists are absent is ``modify_type`` read.
@@ -100,11 +103,37 @@ def _labels(item: Mapping[str, Any]) -> tuple[int, int, int]:
     return int(a or v), a, v
 
 
+def _metadata_entries(root: Path, official: str) -> tuple[str, list[Any]] | None:
+    """``(source name, entries)`` of one official split: its list JSON, else the per-file JSONs of
+    ``<split>_metadata/``; None when it has neither.
+
+    Raises:
+        ValueError: a list JSON that is not a list, or a per-file JSON that is not a dict (named).
+    """
+    single = root / f"{official}_metadata.json"
+    if single.is_file():
+        entries = json.loads(single.read_text(encoding="utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError(f"{single}: expected a list of video entries, got {type(entries).__name__}")
+        return single.name, entries
+    folder = root / f"{official}_metadata"
+    if not folder.is_dir():
+        return None
+    entries = []
+    for path in sorted(folder.rglob("*.json")):
+        item = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(item, dict):
+            raise ValueError(f"{path}: expected one video's metadata (a dict), got {type(item).__name__}")
+        entries.append({**item, "file": item.get("file") or path.relative_to(folder).with_suffix(".mp4").as_posix()})
+    return f"{folder.name}/", entries
+
+
 def avdeepfake1m(root: str | Path, split_csv: Sequence[str] | Mapping[str, str | Path] | None = None) -> AdapterResult:
     """Lists AV-Deepfake1M videos of the official train and val splits with labels and fake segments.
 
     Args:
-        root: the folder holding ``train_metadata.json`` / ``val_metadata.json`` and the split folders.
+        root: the folder holding ``train_metadata.json`` / ``val_metadata.json`` (or the per-file
+            ``train_metadata/`` / ``val_metadata/`` folders) and the split folders.
         split_csv: ``SPLIT=CSV`` items; when given, only the listed videos are kept.
 
     Returns:
@@ -115,22 +144,19 @@ def avdeepfake1m(root: str | Path, split_csv: Sequence[str] | Mapping[str, str |
         ValueError: a metadata file that is not a list of dicts with ``file``.
     """
     root = Path(root)
-    present = [s for s in OFFICIAL_TO_SPLIT if (root / f"{s}_metadata.json").is_file()]
+    present = {s: found for s in OFFICIAL_TO_SPLIT if (found := _metadata_entries(root, s)) is not None}
     if not present:
-        raise FileNotFoundError(f"{root}: no train_metadata.json or val_metadata.json; ROOT must be the folder "
-                                "that holds them and the train/ and val/ folders")
+        raise FileNotFoundError(f"{root}: no train_metadata.json or val_metadata.json (nor train_metadata/ or "
+                                "val_metadata/); ROOT must be the folder that holds them and the train/ and val/ "
+                                "folders")
     chosen = read_split_csvs(split_csv, 4) if split_csv else None
     result = AdapterResult(Manifest())
     rows: list[ManifestRow] = []
     matched: set[str] = set()
-    for official in present:
-        meta_path = root / f"{official}_metadata.json"
-        entries = json.loads(meta_path.read_text(encoding="utf-8"))
-        if not isinstance(entries, list):
-            raise ValueError(f"{meta_path}: expected a list of video entries, got {type(entries).__name__}")
+    for official, (source, entries) in present.items():
         for item in entries:
             if not isinstance(item, dict) or not item.get("file"):
-                raise ValueError(f"{meta_path}: entry without 'file': {str(item)[:120]}")
+                raise ValueError(f"{root / source}: entry without 'file': {str(item)[:120]}")
             file = str(item["file"]).replace("\\", "/")
             rel = file if file.startswith(f"{official}/") else f"{official}/{file}"
             split = OFFICIAL_TO_SPLIT[official]
@@ -142,7 +168,7 @@ def avdeepfake1m(root: str | Path, split_csv: Sequence[str] | Mapping[str, str |
                 matched.add(split_key(rel, 4))
                 split = hit[0]
             if not (root / rel).is_file():
-                result.skipped.append(SkippedFile(rel, f"listed in {meta_path.name} but missing"))
+                result.skipped.append(SkippedFile(rel, f"listed in {source} but missing"))
                 continue
             label, audio_label, video_label = _labels(item)
             segments = item.get("fake_segments") or []
