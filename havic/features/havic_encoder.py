@@ -49,11 +49,12 @@ from havic.config import merge_config, split_items
 from havic.data.audio import AudioFeatures
 from havic.data.errors import MediaError
 from havic.data.face import FaceCropper, FaceTrack
-from havic.data.video import iter_frames_at, probe, read_audio
+from havic.data.video import probe, read_audio
 from havic.features.align import segment_means
 from havic.features.extractor import Extractor, weights_fingerprint
 from havic.features.records import FeatureSequence
 from havic.inference import WindowAudio, WindowBatcher, build_cropper, frame_union, plan_windows, window_frame_times
+from havic.inference.scorer import stream_windows
 from havic.inference.windows import TIME_EPS
 from havic.models import build_model
 from havic.precision import autocast, prepare_for_inference
@@ -207,17 +208,7 @@ class HavicExtractor(Extractor):
         batcher = FeatureBatcher(self.model, track, starts, frame_ids, audio, self.batch_size, self.device,
                                  self.precision, pool=self.mode, streams=self.streams)
         batcher.progress = self.progress
-        frames = iter_frames_at(file, times, size=(info.width, info.height))
-        try:
-            for j, (_, frame) in enumerate(frames):
-                track.push(j, frame)
-                batcher.advance()
-        finally:
-            frames.close()
-        if track.n_pushed < times.size:
-            raise MediaError(file, "no_frames", f"the decoder delivered {track.n_known} of {times.size} frames")
-        track.finish()
-        batcher.advance(final=True)
+        stream_windows(file, info, times, track, batcher)
         if not batcher.logits:
             raise MediaError(file, "no_face", f"every one of {len(starts)} windows has frames without a face")
         by_start = dict(zip(batcher.scored, batcher.logits))

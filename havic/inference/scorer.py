@@ -41,9 +41,32 @@ from havic.metrics import AGGREGATIONS, aggregate_windows, sigmoid
 from havic.precision import autocast, prepare_for_inference
 from havic.predictions import VideoPrediction
 
-__all__ = ["ScoreStats", "VideoScorer", "WindowBatcher", "build_cropper"]
+__all__ = ["ScoreStats", "VideoScorer", "WindowBatcher", "build_cropper", "stream_windows"]
 
 log = logging.getLogger(__name__)
+
+
+def stream_windows(file: Path, info: VideoInfo, times: np.ndarray, track: FaceTrack, batcher: WindowBatcher,
+                   stats: DecodeStats | None = None) -> None:
+    """Decode the frames at `times` once, feeding `track` and letting `batcher` process each ready window.
+
+    Shared by scoring and feature extraction: both stream a video through a face track and a window
+    batcher, so only the windows in flight hold frames.
+
+    Raises:
+        MediaError: ``no_frames`` when the decoder delivers fewer frames than asked for.
+    """
+    frames = iter_frames_at(file, times, size=(info.width, info.height), stats=stats)
+    try:
+        for j, (_, frame) in enumerate(frames):
+            track.push(j, frame)
+            batcher.advance()
+    finally:
+        frames.close()
+    if track.n_pushed < times.size:
+        raise MediaError(file, "no_frames", f"the decoder delivered {track.n_known} of {times.size} frames")
+    track.finish()
+    batcher.advance(final=True)
 
 
 def build_cropper(cfg: DictConfig) -> FaceCropper:
@@ -377,17 +400,7 @@ class VideoScorer:
         if self.progress is not None:
             self.progress(0, len(starts))
         self.stats.n_frames = int(times.size)
-        frames = iter_frames_at(file, times, size=(info.width, info.height), stats=vstats)
-        try:
-            for j, (_, frame) in enumerate(frames):
-                track.push(j, frame)
-                batcher.advance()
-        finally:
-            frames.close()
-        if track.n_pushed < times.size:
-            raise MediaError(file, "no_frames", f"the decoder delivered {track.n_known} of {times.size} frames")
-        track.finish()
-        batcher.advance(final=True)
+        stream_windows(file, info, times, track, batcher, stats=vstats)
 
         self.stats.n_detected_frames = track.n_detected_frames
         self.stats.n_detector_calls = track.n_detector_calls
