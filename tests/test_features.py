@@ -134,3 +134,38 @@ def test_videomae_chunks(tmp_path, video41):
     with torch.no_grad():
         hidden = ex.model(**ex.processor(frames, return_tensors="pt")).last_hidden_state[0]   # (8 * 16, D)
     torch.testing.assert_close(seq.values[8:16], hidden.view(8, 16, -1).mean(dim=1))
+
+
+# -- random-initialisation twins (the shortcut baseline) ---------------------------------------
+
+
+def _same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    return pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_havic_random_init_twin(tiny_pretrain):
+    weights, _ = tiny_pretrain
+    trained = HavicExtractor(weights, config_overrides=TINY_OVERRIDES)
+    twin = HavicExtractor(weights, config_overrides=TINY_OVERRIDES, random_init=5)
+    again = HavicExtractor(weights, config_overrides=TINY_OVERRIDES, random_init=5)
+    other = HavicExtractor(weights, config_overrides=TINY_OVERRIDES, random_init=6)
+    assert dict(twin.model.named_parameters()).keys() == dict(trained.model.named_parameters()).keys()
+    assert not _same_parameters(twin.model, trained.model)       # fresh weights, not the file's
+    assert _same_parameters(twin.model, again.model)             # the seed fixes them
+    assert not _same_parameters(twin.model, other.model)
+    assert twin.settings()["random_init"] == 5 and trained.settings()["random_init"] is None
+    assert twin.settings()["fingerprint"] != trained.settings()["fingerprint"]   # a store refuses mixing them
+
+
+def test_hf_random_init_twin(tmp_path, video41):
+    folder = save_clip(tmp_path / "clip")
+    trained = ClipExtractor(folder, batch_size=16)
+    # seed 7: the tiny test model itself was made from seed 0, which the twin of seed 0 would reproduce
+    twin = ClipExtractor(folder, batch_size=16, random_init=7)
+    again = ClipExtractor(folder, batch_size=16, random_init=7)
+    assert type(twin.model) is type(trained.model) and not _same_parameters(twin.model, trained.model)
+    assert _same_parameters(twin.model, again.model)
+    assert twin.settings()["random_init"] == 7 and twin.settings()["fingerprint"].startswith("random-init:7:")
+    (a,), (b,) = twin.extract(video41), trained.extract(video41)
+    assert a.values.shape == b.values.shape and not torch.allclose(a.values, b.values)

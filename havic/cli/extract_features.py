@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="this job's part: the inputs whose index modulo N is i")
     p.add_argument("--workers", type=int, default=1,
                    help="extraction processes, each with its own encoder (decoding and face crops in parallel)")
+    p.add_argument("--random-init", type=int, nargs="?", const=0, metavar="SEED",
+                   help="the encoder's random-initialisation twin (fresh weights from SEED, default 0): the "
+                        "shortcut baseline; the store records it")
     p.add_argument("--retry-failed", action="store_true", help="redo inputs that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ns = p.parse_intermixed_args(argv)
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if ns.workers < 1:
         return fail(f"--workers must be >= 1, got {ns.workers}")
     spec = dict(name=ns.extractor, weights=ns.weights, device=ns.device, precision=ns.precision,
-                batch_size=ns.batch_size, config_overrides=overrides, mode=ns.mode, hop_s=ns.hop_s)
+                batch_size=ns.batch_size, config_overrides=overrides, mode=ns.mode, hop_s=ns.hop_s,
+                random_init=ns.random_init)
     try:
         extractor = build_extractor(**spec)
     except (OSError, ValueError) as err:

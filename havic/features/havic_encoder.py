@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from havic.checkpoints import load_with_report, read_weights
+from havic.checkpoints import fresh_model, load_with_report, read_weights
 from havic.config import merge_config, split_items
 from havic.data.audio import AudioFeatures
 from havic.data.errors import MediaError
@@ -119,15 +119,19 @@ class HavicExtractor(Extractor):
 
     def __init__(self, weights: str | os.PathLike, *, config_overrides: Sequence[str] = (), mode: str = "segments",
                  hop_s: float | None = None, cropper: FaceCropper | None = None, device: str | torch.device = "cpu",
-                 precision: str = "fp32", batch_size: int = 8) -> None:
+                 precision: str = "fp32", batch_size: int = 8, random_init: int | None = None) -> None:
         super().__init__(device, precision, batch_size)
         if mode not in HAVIC_MODES:
             raise ValueError(f"mode={mode!r}: expected one of {HAVIC_MODES}")
         self.weights_path = Path(weights)
         w = read_weights(self.weights_path)
         self.cfg = merge_config(w.config, *split_items(config_overrides))
-        model = build_model(self.cfg.model, w.kind)
-        load_with_report(model, w.state_dict)
+        self.random_init = random_init
+        if random_init is None:
+            model = build_model(self.cfg.model, w.kind)
+            load_with_report(model, w.state_dict)
+        else:  # the shortcut baseline: the same network and pipeline, freshly initialised from the seed
+            model = fresh_model(merge_config(self.cfg, overrides=[f"seed={random_init}"]), w.kind)
         self.kind = w.kind
         self.model = prepare_for_inference(model, precision, self.device)
         self.mode = mode
@@ -146,6 +150,8 @@ class HavicExtractor(Extractor):
                              f"{self.cfg.model.video.image_size} px")
         self.streams = self._streams()
         self.fingerprint = weights_fingerprint([self.weights_path])
+        if random_init is not None:
+            self.fingerprint = f"random-init:{random_init}:{self.fingerprint}"
 
     def _streams(self) -> list[str]:
         taps = self.model.taps
@@ -161,7 +167,7 @@ class HavicExtractor(Extractor):
         face = self.cfg.data.face
         return {
             "extractor": self.name, "weights": self.weights_path.name, "fingerprint": self.fingerprint,
-            "kind": self.kind, "mode": self.mode, "streams": ",".join(self.streams),
+            "kind": self.kind, "random_init": self.random_init, "mode": self.mode, "streams": ",".join(self.streams),
             "rate_hz": self.rate_hz, "window_s": self.window_s, "hop_s": self.hop_s if self.mode == "windows" else None,
             "num_segments": self.num_segments, "fps": self.fps, "pool": "mean of patch tokens, CLS excluded",
             "face.detector": str(face.detector), "face.margin": float(face.margin), "face.square": bool(face.square),

@@ -53,14 +53,22 @@ class HFExtractor(Extractor):
     """
 
     def __init__(self, model: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, random_init: int | None = None) -> None:
         super().__init__(device, precision, batch_size)
         self.model_id = str(model)
+        self.random_init = random_init
         self.model, self.processor = self._load(self.model_id)
+        if random_init is not None:
+            # The shortcut baseline: the same architecture and preprocessing, freshly initialised.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(random_init)
+                self.model = type(self.model)(self.model.config)
         self.model.eval().to(self.device)
         folder = Path(self.model_id) if Path(self.model_id).is_dir() else self._cached_folder(self.model_id)
         files = [f for f in folder.iterdir() if f.suffix in _WEIGHT_SUFFIXES] if folder is not None else []
         self.fingerprint = weights_fingerprint(files) if files else f"id:{self.model_id}"
+        if random_init is not None:
+            self.fingerprint = f"random-init:{random_init}:{self.fingerprint}"
 
     @abstractmethod
     def _load(self, model_id: str) -> tuple[torch.nn.Module, Any]:
@@ -76,7 +84,8 @@ class HFExtractor(Extractor):
 
     def settings(self) -> dict[str, Any]:
         return {"extractor": self.name, "weights": self.model_id, "fingerprint": self.fingerprint,
-                "model_type": str(self.model.config.model_type), "precision": self.precision, **self._settings()}
+                "random_init": self.random_init, "model_type": str(self.model.config.model_type),
+                "precision": self.precision, **self._settings()}
 
     def _settings(self) -> dict[str, Any]:
         return {}

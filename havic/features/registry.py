@@ -21,14 +21,17 @@ EXTRACTORS: dict[str, type[Extractor]] = {"havic": HavicExtractor, **HF_EXTRACTO
 
 def build_extractor(name: str, weights: str | os.PathLike, *, device: str | torch.device = "cpu",
                     precision: str = "fp32", batch_size: int = 8, config_overrides: Sequence[str] = (),
-                    mode: str = "segments", hop_s: float | None = None) -> Extractor:
+                    mode: str = "segments", hop_s: float | None = None, random_init: int | None = None) -> Extractor:
     """An extractor of family `name` over `weights` (a HAVIC weights file; a Hub id or folder otherwise).
 
     `config_overrides`, `mode` and `hop_s` are HAVIC's (:class:`~havic.features.havic_encoder.HavicExtractor`).
+    `random_init` (a seed) gives the encoder's random-initialisation twin: the same architecture and
+    preprocessing with fresh weights, the shortcut baseline of SSR-DFD.
     """
     if name not in EXTRACTORS:
         raise ValueError(f"extractor {name!r}: expected one of {sorted(EXTRACTORS)}")
     if name == "havic":
         return HavicExtractor(weights, config_overrides=config_overrides, mode=mode, hop_s=hop_s, device=device,
-                              precision=precision, batch_size=batch_size)
-    return HF_EXTRACTORS[name](weights, device=device, precision=precision, batch_size=batch_size)
+                              precision=precision, batch_size=batch_size, random_init=random_init)
+    return HF_EXTRACTORS[name](weights, device=device, precision=precision, batch_size=batch_size,
+                               random_init=random_init)
