@@ -193,6 +193,15 @@ def _same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
+def refuse_other_settings(root: Path, what: str, stored: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming every setting of the folder `root` (a `what`) that differs from `expected`."""
+    diff = settings_diff(stored, expected)
+    if diff:
+        lines = [f"  {k}: {what} {a!r}, requested {b!r}" for k, (a, b) in diff.items()]
+        raise ValueError(f"{root}: the {what} was written with other settings ({', '.join(diff)}):\n"
+                         + "\n".join(lines))
+
+
 def settings_diff(stored: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{key: (stored, expected)}`` for every key whose values differ or that only one side has."""
     a, b = _flatten(stored), _flatten(expected)
@@ -605,11 +614,7 @@ class ClipCache:
 
     def check_settings(self, expected: Mapping[str, Any]) -> None:
         """Raise a ValueError naming every setting that differs from `expected` (nested or flat keys)."""
-        diff = settings_diff(self.settings, expected)
-        if diff:
-            lines = [f"  {k}: cache {a!r}, requested {b!r}" for k, (a, b) in diff.items()]
-            raise ValueError(f"{self.root}: the cache was built with other data settings "
-                             f"({', '.join(diff)}):\n" + "\n".join(lines))
+        refuse_other_settings(self.root, "cache", self.settings, expected)
 
     def records(self, split: str | None = None) -> list[ClipRecord]:
         """The clips of ``index.csv`` (all, or those of one split), in index order.

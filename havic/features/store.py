@@ -34,7 +34,7 @@ import torch
 from safetensors import safe_open
 
 from havic.checkpoints import read_safetensors_metadata, save_safetensors
-from havic.data.cache import settings_diff, video_key
+from havic.data.cache import refuse_other_settings, video_key
 from havic.features.records import FeatureSequence
 from havic.utils.io import atomic_write_csv, atomic_write_json
 
@@ -109,11 +109,7 @@ class FeatureStore:
 
     def check_settings(self, expected: Mapping[str, Any]) -> None:
         """Raise a ValueError naming every setting that differs from `expected`."""
-        diff = settings_diff(self.settings, expected)
-        if diff:
-            lines = [f"  {k}: store {a!r}, requested {b!r}" for k, (a, b) in diff.items()]
-            raise ValueError(f"{self.root}: the store was written with other settings ({', '.join(diff)}):\n"
-                             + "\n".join(lines))
+        refuse_other_settings(self.root, "store", self.settings, expected)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -24,7 +24,6 @@ Layout (ROOT holds the split folders and their metadata)::
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -32,62 +31,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from havic.data.adapters._common import AdapterResult, SkippedFile
-from havic.data.manifest import SPLITS, Manifest, ManifestRow
+from havic.data.adapters.split_lists import SplitLists
+from havic.data.manifest import Manifest, ManifestRow
 
-__all__ = ["OFFICIAL_TO_SPLIT", "avdeepfake1m", "parse_split_csv_items", "read_split_csvs", "split_key"]
+__all__ = ["OFFICIAL_TO_SPLIT", "avdeepfake1m"]
 
 log = logging.getLogger(__name__)
 
 OFFICIAL_TO_SPLIT = {"train": "train", "val": "test"}
 _CATEGORY = {(0, 0): "RVRA", (1, 0): "RVFA", (0, 1): "FVRA", (1, 1): "FVFA"}
 _MODIFY_TYPE = {"real": (0, 0), "audio_modified": (1, 0), "visual_modified": (0, 1), "both_modified": (1, 1)}
-
-
-def parse_split_csv_items(items: Sequence[str] | Mapping[str, str | Path]) -> dict[str, Path]:
-    """``["train=a.csv", "test=b.csv"]`` (or a mapping) -> ``{split: path}``; splits must be train/val/test."""
-    pairs = items.items() if isinstance(items, Mapping) else [str(i).partition("=")[::2] for i in items]
-    out: dict[str, Path] = {}
-    for split, path in pairs:
-        if split not in SPLITS or not str(path):
-            raise ValueError(f"split CSV item {split}={path}: expected SPLIT=CSV with SPLIT one of {SPLITS}")
-        out[split] = Path(path)
-    return out
-
-
-def split_key(path: str, depth: int) -> str:
-    """The last `depth` parts of a path, without the file extension: how list entries meet manifest paths."""
-    parts = PurePosixPath(path.replace("\\", "/")).with_suffix("").parts
-    return "/".join(parts[-depth:])
-
-
-def read_split_csvs(items: Sequence[str] | Mapping[str, str | Path], depth: int) -> dict[str, tuple[str, str]]:
-    """``{key: (split, csv name)}`` from split lists (a ``path`` column, or the first column).
-
-    Entries may be absolute paths, paths with another prefix or feature files (any extension):
-    they are matched on their last `depth` parts (see :func:`split_key`).
-
-    Raises:
-        FileNotFoundError: a list is missing. ValueError: a video listed in two splits.
-    """
-    out: dict[str, tuple[str, str]] = {}
-    for split, path in parse_split_csv_items(items).items():
-        if not path.is_file():
-            raise FileNotFoundError(f"split CSV not found: {path}")
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            continue
-        header = [h.strip() for h in rows[0]]
-        column = header.index("path") if "path" in header else 0
-        body = rows[1:] if "path" in header or not Path(header[0]).suffix else rows
-        for fields in body:
-            if len(fields) <= column or not fields[column].strip():
-                continue
-            key = split_key(fields[column].strip(), depth)
-            if key in out and out[key][0] != split:
-                raise ValueError(f"{path}: {fields[column]!r} is also listed in {out[key][1]}")
-            out[key] = (split, path.name)
-    return out
 
 
 def _labels(item: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -149,24 +102,18 @@ def avdeepfake1m(root: str | Path, split_csv: Sequence[str] | Mapping[str, str |
         raise FileNotFoundError(f"{root}: no train_metadata.json or val_metadata.json (nor train_metadata/ or "
                                 "val_metadata/); ROOT must be the folder that holds them and the train/ and val/ "
                                 "folders")
-    chosen = read_split_csvs(split_csv, 4) if split_csv else None
+    lists = SplitLists(split_csv, 4) if split_csv else None
     result = AdapterResult(Manifest())
     rows: list[ManifestRow] = []
-    matched: set[str] = set()
     for official, (source, entries) in present.items():
         for item in entries:
             if not isinstance(item, dict) or not item.get("file"):
                 raise ValueError(f"{root / source}: entry without 'file': {str(item)[:120]}")
             file = str(item["file"]).replace("\\", "/")
             rel = file if file.startswith(f"{official}/") else f"{official}/{file}"
-            split = OFFICIAL_TO_SPLIT[official]
-            if chosen is not None:
-                hit = chosen.get(split_key(rel, 4))
-                if hit is None:
-                    result.ignored["videos not in the split CSVs"] += 1
-                    continue
-                matched.add(split_key(rel, 4))
-                split = hit[0]
+            split = OFFICIAL_TO_SPLIT[official] if lists is None else lists.split_of(rel, result)
+            if split is None:
+                continue
             if not (root / rel).is_file():
                 result.skipped.append(SkippedFile(rel, f"listed in {source} but missing"))
                 continue
@@ -180,10 +127,8 @@ def avdeepfake1m(root: str | Path, split_csv: Sequence[str] | Mapping[str, str |
                        "video_frames": str(item.get("video_frames", "")),
                        "modify_type": str(item.get("modify_type", ""))},
             ))
-    if chosen is not None:
-        for key, (_, name) in sorted(chosen.items()):
-            if key not in matched:
-                result.skipped.append(SkippedFile(key, f"listed in {name} but not in the metadata"))
+    if lists is not None:
+        lists.report_unmatched(result, "not in the metadata")
     if (root / "test_files.txt").is_file():
         result.ignored["official test videos (labels withheld)"] += sum(
             1 for line in (root / "test_files.txt").read_text().splitlines() if line.strip())

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from havic.data.adapters._common import AdapterResult, SkippedFile, classify_file, rel_posix, walk_files
-from havic.data.adapters.avdeepfake1m import read_split_csvs, split_key
+from havic.data.adapters.split_lists import SplitLists
 from havic.data.manifest import Manifest, ManifestRow
 
 __all__ = ["FOLDERS", "avlips"]
@@ -38,10 +38,9 @@ def avlips(root: str | Path, split_csv: Sequence[str] | Mapping[str, str | Path]
     root = Path(root)
     if not any((root / f).is_dir() for f in FOLDERS):
         raise FileNotFoundError(f"{root}: neither 0_real/ nor 1_fake/; ROOT must be the AVLips folder")
-    chosen = read_split_csvs(split_csv, 2) if split_csv else None
+    lists = SplitLists(split_csv, 2) if split_csv else None
     result = AdapterResult(Manifest())
     rows: list[ManifestRow] = []
-    matched: set[str] = set()
     for folder, (label, audio_label, video_label, category) in FOLDERS.items():
         if not (root / folder).is_dir():
             continue
@@ -51,22 +50,15 @@ def avlips(root: str | Path, split_csv: Sequence[str] | Mapping[str, str | Path]
             if reason is not None:
                 result.skipped.append(SkippedFile(rel, reason))
                 continue
-            split = "test"
-            if chosen is not None:
-                hit = chosen.get(split_key(rel, 2))
-                if hit is None:
-                    result.ignored["videos not in the split CSVs"] += 1
-                    continue
-                matched.add(split_key(rel, 2))
-                split = hit[0]
+            split = "test" if lists is None else lists.split_of(rel, result)
+            if split is None:
+                continue
             rows.append(ManifestRow(path=rel, label=label, audio_label=audio_label, video_label=video_label,
                                     category=category, split=split))
     if (root / "wav").is_dir():
         result.ignored["audio files under wav/ (the mp4 files carry the audio)"] += sum(
             1 for p in (root / "wav").rglob("*") if p.is_file())
-    if chosen is not None:
-        for key, (_, name) in sorted(chosen.items()):
-            if key not in matched:
-                result.skipped.append(SkippedFile(key, f"listed in {name} but not found"))
+    if lists is not None:
+        lists.report_unmatched(result, "not found")
     result.manifest = Manifest(rows)
     return result
